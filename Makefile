@@ -1,0 +1,35 @@
+# hapg: high-availability PostgreSQL on Kubernetes, inside Postgres.
+EXTENSION = hapg
+EXTVERSION = 1.0
+
+MODULE_big = hapg
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+DATA = sql/$(EXTENSION)--$(EXTVERSION).sql
+PGFILEDESC = "hapg - high availability for PostgreSQL on Kubernetes"
+
+# pg_regress tests: they need shared_preload_libraries, so they run on a
+# temporary instance configured by test/regress.conf (see "make regress-temp").
+REGRESS = install settings views no_api
+REGRESS_OPTS = --temp-config=$(srcdir)/tests/regress.conf
+
+PG_CONFIG ?= pg_config
+PKG_CONFIG ?= pkg-config
+
+PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -DHAPG_VERSION=\"$(EXTVERSION)\" $(shell $(PKG_CONFIG) --cflags libcurl json-c)
+PG_CFLAGS = -Wall -Wextra
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c)
+
+EXTRA_CLEAN = tests/unit/test_unit tests/unit/*.o
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# pg_regress against a throw-away instance that preloads hapg (needs a
+# non-root user: run as postgres).
+regress-temp:
+	$(pg_regress_check) --temp-instance=./tmp_check $(REGRESS_OPTS) $(REGRESS)
+
+unit:
+	$(MAKE) -C tests/unit check PG_CONFIG=$(PG_CONFIG)
+
+.PHONY: regress-temp unit

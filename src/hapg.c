@@ -1,0 +1,310 @@
+/*
+ * hapg.c
+ *		Module entry point: settings, shared memory, worker registration.
+ *
+ * hapg must be in shared_preload_libraries: its worker starts with the
+ * postmaster (before recovery ends, so standbys run it too) and its state
+ * lives in shared memory sized at start-up.
+ */
+#include "hapg.h"
+
+#include <time.h>
+#include <unistd.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/postmaster.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+char	   *hapg_cluster_name = NULL;
+char	   *hapg_member_name = NULL;
+char	   *hapg_namespace = NULL;
+char	   *hapg_kubernetes_url = NULL;
+char	   *hapg_token_file = NULL;
+char	   *hapg_ca_file = NULL;
+int			hapg_ttl = 30;
+int			hapg_loop_wait = 10;
+int			hapg_retry_timeout = 10;
+char	   *hapg_connect_address = NULL;
+char	   *hapg_role_label = NULL;
+
+void		_PG_init(void);
+
+/* Names hapg sends to Kubernetes must be names Kubernetes accepts. */
+static bool
+check_k8s_name(char **newval, void **extra pg_attribute_unused(),
+				GucSource source pg_attribute_unused())
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (!hapg_valid_member_name(*newval))
+	{
+		GUC_check_errdetail("\"%s\" is not a valid Kubernetes object name.", *newval);
+		GUC_check_errhint("Use at most 63 lower-case letters, digits, '-' or '.', starting and ending with a letter or digit.");
+		return false;
+	}
+	return true;
+}
+
+/* Catch a typo in the API address at reload time, not at the first request. */
+static bool
+check_url(char **newval, void **extra pg_attribute_unused(),
+				GucSource source pg_attribute_unused())
+{
+	const char *v = *newval;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)
+	{
+		GUC_check_errdetail("hapg.kubernetes_url must start with https:// or http://.");
+		GUC_check_errhint("Leave it empty to use the in-cluster address from KUBERNETES_SERVICE_HOST.");
+		return false;
+	}
+	if (strpbrk(v, " \t\r\n") != NULL || strlen(v) > 900)
+	{
+		GUC_check_errdetail("hapg.kubernetes_url must be a URL without spaces, at most 900 characters.");
+		return false;
+	}
+	return true;
+}
+
+/* Other members must be able to connect to host:port. */
+static bool
+check_connect_address(char **newval, void **extra pg_attribute_unused(),
+				GucSource source pg_attribute_unused())
+{
+	const char *v = *newval;
+	const char *colon;
+	char	   *end;
+	long		port;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	colon = strrchr(v, ':');
+	if (colon == NULL || colon == v || strlen(v) >= HAPG_ADDR_LEN ||
+		strpbrk(v, " \t\r\n/") != NULL)
+	{
+		GUC_check_errdetail("hapg.connect_address must have the form host:port.");
+		GUC_check_errhint("For example '10.0.0.12:5432'; leave it empty to use POD_IP and port.");
+		return false;
+	}
+	port = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || port < 1 || port > 65535)
+	{
+		GUC_check_errdetail("The port in hapg.connect_address must be a number from 1 to 65535.");
+		return false;
+	}
+	return true;
+}
+
+/* A label key: optional DNS prefix and "/", then a name of at most 63 chars. */
+static bool
+check_label_key(char **newval, void **extra pg_attribute_unused(),
+				GucSource source pg_attribute_unused())
+{
+	const char *v = *newval;
+	const char *name = v ? strrchr(v, '/') : NULL;
+	size_t		i,
+				len;
+
+	name = name ? name + 1 : v;
+	len = name ? strlen(name) : 0;
+	if (len == 0 || len > 63 || strlen(v) > 253 ||
+		!isalnum((unsigned char) name[0]) || !isalnum((unsigned char) name[len - 1]))
+		goto bad;
+	for (i = 0; i < len; i++)
+		if (!isalnum((unsigned char) name[i]) && name[i] != '-' &&
+			name[i] != '_' && name[i] != '.')
+			goto bad;
+	return true;
+bad:
+	GUC_check_errdetail("\"%s\" is not a valid Kubernetes label key.", v ? v : "");
+	GUC_check_errhint("Use a name such as 'role' or 'example.com/role'.");
+	return false;
+}
+
+/* Seconds since an arbitrary point that never jumps with the wall clock. */
+int64
+hapg_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Member name: setting, else the Pod name Kubernetes gives us, else host name. */
+const char *
+hapg_effective_member(void)
+{
+	static char host[256];
+	const char *pod = getenv("POD_NAME");
+
+	if (hapg_member_name && hapg_member_name[0])
+		return hapg_member_name;
+	if (pod && pod[0])
+		return pod;
+	if (host[0] == '\0' && gethostname(host, sizeof(host) - 1) != 0)
+		strlcpy(host, "localhost", sizeof(host));
+	return host;
+}
+
+/* Namespace: setting, else the service account's namespace file, else default. */
+const char *
+hapg_effective_namespace(void)
+{
+	static char ns[HAPG_NAME_LEN];
+	FILE	   *f;
+
+	if (hapg_namespace && hapg_namespace[0])
+		return hapg_namespace;
+	f = fopen(HAPG_SA_DIR "/namespace", "r");
+	if (f != NULL)
+	{
+		size_t		n = fread(ns, 1, sizeof(ns) - 1, f);
+
+		fclose(f);
+		while (n > 0 && (ns[n - 1] == '\n' || ns[n - 1] == ' '))
+			n--;
+		ns[n] = '\0';
+		if (hapg_valid_member_name(ns))
+			return ns;
+	}
+	return "default";
+}
+
+/* API URL: setting, else the in-cluster service address. */
+const char *
+hapg_effective_url(void)
+{
+	static char url[512];
+	const char *host = getenv("KUBERNETES_SERVICE_HOST");
+	const char *port = getenv("KUBERNETES_SERVICE_PORT");
+
+	if (hapg_kubernetes_url && hapg_kubernetes_url[0])
+		return hapg_kubernetes_url;
+	if (host == NULL || host[0] == '\0')
+		return "";
+	snprintf(url, sizeof(url), strchr(host, ':') ? "https://[%s]:%s" : "https://%s:%s",
+			 host, port && port[0] ? port : "443");
+	return url;
+}
+
+/* The address other members use: setting, else POD_IP and our port. */
+const char *
+hapg_effective_connect_address(void)
+{
+	static char addr[HAPG_ADDR_LEN];
+	const char *ip = getenv("POD_IP");
+
+	if (hapg_connect_address && hapg_connect_address[0])
+		return hapg_connect_address;
+	snprintf(addr, sizeof(addr), "%s:%d", ip && ip[0] ? ip : "127.0.0.1", PostPortNumber);
+	return addr;
+}
+
+/* Why the worker cannot act with the current settings, if it cannot. */
+bool
+hapg_settings_ready(char *why, int whylen)
+{
+	if (hapg_cluster_name == NULL || hapg_cluster_name[0] == '\0')
+	{
+		snprintf(why, whylen, "hapg.cluster_name is not set; hapg is idle until it is set and the configuration reloaded");
+		return false;
+	}
+	if (!hapg_valid_member_name(hapg_effective_member()))
+	{
+		snprintf(why, whylen, "member name \"%s\" (from POD_NAME or the host name) is not a valid Kubernetes name; set hapg.member_name",
+				 hapg_effective_member());
+		return false;
+	}
+	if (hapg_effective_url()[0] == '\0')
+	{
+		snprintf(why, whylen, "hapg.kubernetes_url is empty and KUBERNETES_SERVICE_HOST is not set; set hapg.kubernetes_url");
+		return false;
+	}
+	return true;
+}
+
+static void
+define_settings(void)
+{
+	DefineCustomStringVariable("hapg.cluster_name",
+							   "Name of the HA cluster: the Lease's name and the hapg.io/cluster label of member Pods.",
+							   NULL, &hapg_cluster_name, "", PGC_SIGHUP, 0,
+							   check_k8s_name, NULL, NULL);
+	DefineCustomStringVariable("hapg.member_name",
+							   "This member's name, which is also its Pod's name (default: POD_NAME, else the host name).",
+							   NULL, &hapg_member_name, "", PGC_SIGHUP, 0,
+							   check_k8s_name, NULL, NULL);
+	DefineCustomStringVariable("hapg.namespace",
+							   "Kubernetes namespace of the Lease and Pods (default: the service account's namespace, else default).",
+							   NULL, &hapg_namespace, "", PGC_SIGHUP, 0,
+							   check_k8s_name, NULL, NULL);
+	DefineCustomStringVariable("hapg.kubernetes_url",
+							   "Base URL of the Kubernetes API (default: in-cluster https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT).",
+							   NULL, &hapg_kubernetes_url, "", PGC_SIGHUP, 0,
+							   check_url, NULL, NULL);
+	DefineCustomStringVariable("hapg.token_file",
+							   "File holding the bearer token for the Kubernetes API; empty sends no token.",
+							   NULL, &hapg_token_file, HAPG_SA_DIR "/token", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("hapg.ca_file",
+							   "CA bundle used to verify the Kubernetes API server's certificate.",
+							   NULL, &hapg_ca_file, HAPG_SA_DIR "/ca.crt", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("hapg.ttl",
+							"Lease duration: how long a leader's Lease is valid after a renewal.",
+							NULL, &hapg_ttl, 30, 3, 3600, PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hapg.loop_wait",
+							"Time between two runs of the HA loop.",
+							NULL, &hapg_loop_wait, 10, 1, 600, PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hapg.retry_timeout",
+							"Time budget for Kubernetes API calls before a leader must act.",
+							NULL, &hapg_retry_timeout, 10, 1, 600, PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("hapg.connect_address",
+							   "host:port other members use to reach this server (default: POD_IP and port).",
+							   NULL, &hapg_connect_address, "", PGC_SIGHUP, 0,
+							   check_connect_address, NULL, NULL);
+	DefineCustomStringVariable("hapg.role_label",
+							   "Pod label set to primary or replica, for Services to select on.",
+							   NULL, &hapg_role_label, "role", PGC_SIGHUP, 0,
+							   check_label_key, NULL, NULL);
+	MarkGUCPrefixReserved("hapg");
+}
+
+void
+hapg_register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
+	worker.bgw_restart_time = 1;
+	strlcpy(worker.bgw_library_name, "hapg", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "hapg_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "hapg worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "hapg worker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("hapg must be loaded via shared_preload_libraries"),
+				 errhint("Add 'hapg' to shared_preload_libraries in postgresql.conf, set hapg.cluster_name, and restart the server.")));
+	define_settings();
+	hapg_shmem_request();
+	hapg_register_worker();
+}

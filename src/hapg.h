@@ -1,0 +1,115 @@
+/*
+ * hapg.h
+ *		Declarations shared by the server-side parts of hapg.
+ */
+#ifndef HAPG_H
+#define HAPG_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "storage/lwlock.h"
+
+#include "lease.h"
+
+#ifndef HAPG_VERSION
+#define HAPG_VERSION "1.0"
+#endif
+
+#define HAPG_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+#define HAPG_MAX_RESPONSE (8 * 1024 * 1024)	/* largest API body we accept */
+
+/* Settings (hapg.c). */
+extern char *hapg_cluster_name;
+extern char *hapg_member_name;
+extern char *hapg_namespace;
+extern char *hapg_kubernetes_url;
+extern char *hapg_token_file;
+extern char *hapg_ca_file;
+extern int	hapg_ttl;
+extern int	hapg_loop_wait;
+extern int	hapg_retry_timeout;
+extern char *hapg_connect_address;
+extern char *hapg_role_label;
+
+/* This server's state, as read from shared memory (pgstate.c). */
+typedef struct HapgLocalState
+{
+	bool		in_recovery;
+	bool		streaming;		/* WAL receiver is streaming */
+	TimeLineID	timeline;
+	XLogRecPtr	lsn;			/* primary: flush position; standby: max(receive, replay) */
+	XLogRecPtr	replay_lsn;
+	int			nsenders;
+	HapgMemberPos senders[HAPG_MAX_MEMBERS];	/* walsenders by application_name */
+} HapgLocalState;
+
+extern void hapg_read_local_state(HapgLocalState *st);
+extern const char *hapg_local_state_name(const HapgLocalState *st);
+
+/* One member as shown by hapg_members. */
+typedef struct HapgMemberRow
+{
+	char		name[HAPG_NAME_LEN];
+	char		role[HAPG_WORD_LEN];
+	char		state[HAPG_WORD_LEN];
+	char		connect_address[HAPG_ADDR_LEN];
+	char		pod_role_label[HAPG_WORD_LEN];
+	int			timeline;
+	XLogRecPtr	lsn;
+	bool		is_leader;
+	TimestampTz last_seen;
+} HapgMemberRow;
+
+/*
+ * What the worker publishes for SQL.  Only plain values: no pointers, since
+ * a restarted worker or any backend must be able to read it safely.
+ */
+typedef struct HapgShared
+{
+	LWLock		lock;
+	int			tranche_id;
+	pid_t		worker_pid;
+	int			worker_procno;	/* to set the worker's latch; -1 if none */
+	bool		configured;
+	char		cluster[HAPG_NAME_LEN];
+	char		member[HAPG_NAME_LEN];
+	HapgRole	role;
+	char		state[HAPG_WORD_LEN];
+	char		leader[HAPG_NAME_LEN];
+	int			lease_transitions;
+	int64		lease_expires_in_ms;
+	TimestampTz lease_info_at;	/* when lease_expires_in_ms was computed */
+	bool		api_ok;
+	char		last_error[HAPG_MSG_LEN];
+	TimestampTz last_error_at;
+	TimestampTz last_loop;
+	int64		loop_count;
+	TimeLineID	timeline;
+	XLogRecPtr	lsn;
+	XLogRecPtr	leader_lsn;
+	int			nmembers;
+	HapgMemberRow members[HAPG_MAX_MEMBERS];
+} HapgShared;
+
+extern HapgShared *hapg_shared;
+extern void hapg_shmem_request(void);
+extern void hapg_shmem_startup(void);
+extern void hapg_shmem_attach(void);
+
+/* Background worker (worker.c). */
+extern PGDLLEXPORT void hapg_worker_main(Datum arg);
+extern void hapg_register_worker(void);
+
+/* Settings helpers (hapg.c). */
+extern bool hapg_settings_ready(char *why, int whylen);
+extern const char *hapg_effective_member(void);
+extern const char *hapg_effective_namespace(void);
+extern const char *hapg_effective_url(void);
+extern const char *hapg_effective_connect_address(void);
+
+/* Monotonic milliseconds, for every duration the protocol measures. */
+extern int64 hapg_mono_ms(void);
+
+#endif							/* HAPG_H */

@@ -1,0 +1,94 @@
+/*
+ * kjson.h
+ *		Parsing and building the Kubernetes objects hapg uses (Lease, Pod,
+ *		watch events, Status) with json-c.  No PostgreSQL dependency: unit
+ *		tested in tests/unit.  Built strings are malloc'd; callers free().
+ */
+#ifndef HAPG_KJSON_H
+#define HAPG_KJSON_H
+
+#include <stddef.h>
+#include <json-c/json.h>
+
+#include "lease.h"
+
+#define HAPG_CLUSTER_LABEL "hapg.io/cluster"
+#define HAPG_STATUS_ANNOTATION "hapg.io/status"
+#define HAPG_LSN_ANNOTATION "hapg.io/lsn"
+#define HAPG_TIMELINE_ANNOTATION "hapg.io/timeline"
+#define HAPG_MEMBERS_ANNOTATION "hapg.io/members"
+
+/* A parsed Lease: the protocol fields plus the leader's annotations. */
+typedef struct HapgLeaseInfo
+{
+	HapgLeaseView view;			/* observed_ms is left 0: the caller stamps it */
+	bool		has_leader_lsn;
+	uint64_t	leader_lsn;
+	int			leader_timeline;
+	int			npos;
+	HapgMemberPos pos[HAPG_MAX_MEMBERS];
+} HapgLeaseInfo;
+
+/* A parsed member Pod: its role label and its hapg.io/status annotation. */
+typedef struct HapgPodInfo
+{
+	char		name[HAPG_NAME_LEN];
+	char		resource_version[HAPG_RV_LEN];
+	char		role_label[HAPG_WORD_LEN];	/* "" when absent */
+	bool		deleting;
+	bool		has_status;
+	char		role[HAPG_WORD_LEN];
+	char		state[HAPG_WORD_LEN];
+	int			timeline;
+	uint64_t	lsn;
+	char		connect_address[HAPG_ADDR_LEN];
+	char		version[HAPG_WORD_LEN];
+} HapgPodInfo;
+
+/* What a leader writes into the Lease. */
+typedef struct HapgLeaseWrite
+{
+	const char *name;
+	const char *namespace;
+	const char *cluster;
+	const char *holder;
+	int			duration_s;
+	int			transitions;
+	const char *acquire_time;	/* NULL: keep the existing one */
+	const char *renew_time;
+	const char *resource_version;	/* NULL on create */
+	uint64_t	leader_lsn;
+	int			leader_timeline;
+	const char *members_json;	/* hapg.io/members, may be NULL */
+} HapgLeaseWrite;
+
+extern bool hapg_parse_json(const char *buf, size_t len, json_object **out,
+							char *err, int errlen);
+extern bool hapg_parse_lease(json_object *obj, HapgLeaseInfo *out,
+							 char *err, int errlen);
+extern bool hapg_parse_pod(json_object *obj, const char *role_label_key,
+						   HapgPodInfo *out, char *err, int errlen);
+extern int	hapg_parse_pod_list(json_object *obj, const char *role_label_key,
+								HapgPodInfo *pods, int max, char *list_rv,
+								int rvlen, char *err, int errlen);
+extern bool hapg_parse_watch_event(const char *line, size_t len, char *type,
+								   int typelen, json_object **obj,
+								   char *err, int errlen);
+extern void hapg_status_message(const char *body, size_t len, char *buf,
+								int buflen);
+extern const char *hapg_object_rv(json_object *obj);
+extern const char *hapg_object_kind(json_object *obj);
+extern const char *hapg_object_name(json_object *obj);
+
+extern char *hapg_build_lease(json_object *existing, const HapgLeaseWrite *w);
+extern char *hapg_build_status_json(const char *role, const char *state,
+									int timeline, uint64_t lsn,
+									const char *connect_address,
+									const char *version);
+extern char *hapg_build_pod_patch(const char *role_label_key,
+								  const char *label_value,
+								  const char *status_json);
+extern char *hapg_build_members_json(const HapgMemberPos *pos, int n);
+extern void hapg_format_microtime(int64_t unix_us, char *buf, int buflen);
+
+#endif							/* HAPG_KJSON_H */

@@ -1,0 +1,544 @@
+/*
+ * kube.c
+ *		The Kubernetes API client.
+ *
+ * One libcurl easy handle serves every plain request, so the TCP and TLS
+ * connection is kept alive between requests.  Watches each get their own
+ * easy handle on one multi handle, pumped without blocking by the worker's
+ * wait loop.  Every plain request carries a total deadline derived from
+ * hapg.retry_timeout, so a hung API server cannot stall the loop.
+ *
+ * Nothing here may ereport(ERROR): libcurl callbacks must not be
+ * longjmp'd through.  Buffers are malloc'd and capped at HAPG_MAX_RESPONSE.
+ */
+#include "hapg.h"
+#include "kube.h"
+
+#include <sys/stat.h>
+#include <sys/select.h>
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+
+#define TOKEN_REREAD_MS (60 * 1000)
+#define MAX_WATCHES 4
+
+typedef struct Buffer
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	bool		too_large;
+} Buffer;
+
+struct KubeWatch
+{
+	char		what[32];
+	CURL	   *easy;
+	struct curl_slist *headers;
+	Buffer		buf;
+	bool		active;
+	KubeEventFn fn;
+	void	   *arg;
+	char		error[HAPG_MSG_LEN];
+	long		status;
+};
+
+static CURL *req_easy;
+static CURLM *watch_multi;
+static char base_url[1024];
+static char token_path[MAXPGPATH];
+static char ca_path[MAXPGPATH];
+static int	req_timeout_ms = 5000;
+
+static char token[8192];
+static bool token_loaded;
+static struct stat token_stat;
+static int64 token_read_ms;
+
+static KubeWatch *watches[MAX_WATCHES];
+static int	nwatches;
+
+/* libcurl must be initialised once per process before any handle exists. */
+void
+kube_global_init(void)
+{
+	static bool done = false;
+
+	if (!done)
+	{
+		curl_global_init(CURL_GLOBAL_DEFAULT);
+		done = true;
+	}
+}
+
+/* Called after every reload; a changed endpoint drops kept-alive connections. */
+void
+kube_configure(const char *url, const char *token_file, const char *ca_file,
+			   int timeout_ms)
+{
+	size_t		len;
+
+	if (strcmp(base_url, url) != 0 || strcmp(ca_path, ca_file) != 0)
+	{
+		if (req_easy)
+		{
+			curl_easy_cleanup(req_easy);
+			req_easy = NULL;
+		}
+	}
+	strlcpy(base_url, url, sizeof(base_url));
+	len = strlen(base_url);
+	while (len > 0 && base_url[len - 1] == '/')
+		base_url[--len] = '\0';
+	if (strcmp(token_path, token_file) != 0)
+		token_loaded = false;
+	strlcpy(token_path, token_file, sizeof(token_path));
+	strlcpy(ca_path, ca_file, sizeof(ca_path));
+	req_timeout_ms = timeout_ms;
+}
+
+/*
+ * Bound service-account tokens rotate: re-read the file when it changed on
+ * disk, at least every minute, and whenever the server said 401.
+ */
+static const char *
+current_token(bool force)
+{
+	struct stat st;
+	int64		now = hapg_mono_ms();
+	FILE	   *f;
+	size_t		n;
+
+	if (token_path[0] == '\0')
+		return NULL;
+	if (stat(token_path, &st) != 0)
+	{
+		if (!token_loaded)
+			return NULL;
+		return token;			/* keep using what we had; the file may come back */
+	}
+	if (token_loaded && !force &&
+		st.st_mtime == token_stat.st_mtime && st.st_size == token_stat.st_size &&
+		st.st_ino == token_stat.st_ino &&
+		now - token_read_ms < TOKEN_REREAD_MS)
+		return token;
+
+	f = fopen(token_path, "r");
+	if (f == NULL)
+		return token_loaded ? token : NULL;
+	n = fread(token, 1, sizeof(token) - 1, f);
+	fclose(f);
+	while (n > 0 && (token[n - 1] == '\n' || token[n - 1] == '\r' ||
+					 token[n - 1] == ' '))
+		n--;
+	token[n] = '\0';
+	if (token_loaded && (st.st_ino != token_stat.st_ino ||
+						 st.st_mtime != token_stat.st_mtime))
+		elog(DEBUG1, "hapg: re-read token file \"%s\"", token_path);
+	token_stat = st;
+	token_read_ms = now;
+	token_loaded = true;
+	return token;
+}
+
+/* Append to a capped buffer; returning 0 makes libcurl abort the transfer. */
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	Buffer	   *b = (Buffer *) userdata;
+	size_t		n = size * nmemb;
+
+	if (b->len + n > HAPG_MAX_RESPONSE)
+	{
+		b->too_large = true;
+		return 0;
+	}
+	if (b->len + n + 1 > b->cap)
+	{
+		size_t		cap = b->cap ? b->cap : 16384;
+		char	   *data;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		data = realloc(b->data, cap);
+		if (data == NULL)
+		{
+			b->too_large = true;
+			return 0;
+		}
+		b->data = data;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, ptr, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return n;
+}
+
+/* Options shared by plain requests and watches. */
+static struct curl_slist *
+setup_common(CURL *easy, const char *url, Buffer *buf, bool force_token)
+{
+	struct curl_slist *headers = NULL;
+	const char *tok = current_token(force_token);
+
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, buf);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (ca_path[0] != '\0')
+		curl_easy_setopt(easy, CURLOPT_CAINFO, ca_path);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "hapg/" HAPG_VERSION);
+	headers = curl_slist_append(headers, "Accept: application/json");
+	if (tok && tok[0])
+	{
+		char		hdr[sizeof(token) + 32];
+
+		snprintf(hdr, sizeof(hdr), "Authorization: Bearer %s", tok);
+		headers = curl_slist_append(headers, hdr);
+	}
+	return headers;
+}
+
+/* Describe a transport failure the way an operator wants to read it. */
+static void
+transport_error(KubeResponse *resp, CURLcode rc, Buffer *buf, const char *method,
+				const char *path, const char *errbuf)
+{
+	if (buf->too_large)
+		snprintf(resp->error, sizeof(resp->error),
+				 "%s %s: response larger than %d bytes, discarded",
+				 method, path, HAPG_MAX_RESPONSE);
+	else if (rc == CURLE_OPERATION_TIMEDOUT)
+		snprintf(resp->error, sizeof(resp->error),
+				 "%s %s: no answer within %d ms", method, path, req_timeout_ms);
+	else
+		snprintf(resp->error, sizeof(resp->error), "%s %s: %s", method, path,
+				 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+}
+
+/* One request/response, with a 401 retried once after re-reading the token. */
+bool
+kube_request(const char *method, const char *path, const char *content_type,
+			 const char *body, KubeResponse *resp)
+{
+	char		url[2048];
+	int			attempt;
+
+	memset(resp, 0, sizeof(*resp));
+	if (base_url[0] == '\0')
+	{
+		snprintf(resp->error, sizeof(resp->error), "no Kubernetes API URL configured");
+		return false;
+	}
+	snprintf(url, sizeof(url), "%s%s", base_url, path);
+
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		Buffer		buf = {0};
+		struct curl_slist *headers;
+		char		errbuf[CURL_ERROR_SIZE] = "";
+		CURLcode	rc;
+		int64		start = hapg_mono_ms();
+
+		if (req_easy == NULL)
+			req_easy = curl_easy_init();
+		else
+			curl_easy_reset(req_easy);	/* keeps the connection cache */
+		if (req_easy == NULL)
+		{
+			snprintf(resp->error, sizeof(resp->error), "could not initialise libcurl");
+			return false;
+		}
+		headers = setup_common(req_easy, url, &buf, attempt > 0);
+		if (content_type)
+		{
+			char		hdr[128];
+
+			snprintf(hdr, sizeof(hdr), "Content-Type: %s", content_type);
+			headers = curl_slist_append(headers, hdr);
+		}
+		curl_easy_setopt(req_easy, CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(req_easy, CURLOPT_CUSTOMREQUEST, method);
+		if (body)
+		{
+			curl_easy_setopt(req_easy, CURLOPT_POSTFIELDS, body);
+			curl_easy_setopt(req_easy, CURLOPT_POSTFIELDSIZE, (long) strlen(body));
+		}
+		else if (strcmp(method, "GET") == 0)
+			curl_easy_setopt(req_easy, CURLOPT_HTTPGET, 1L);
+		curl_easy_setopt(req_easy, CURLOPT_TIMEOUT_MS, (long) req_timeout_ms);
+		curl_easy_setopt(req_easy, CURLOPT_CONNECTTIMEOUT_MS, (long) req_timeout_ms);
+		curl_easy_setopt(req_easy, CURLOPT_ERRORBUFFER, errbuf);
+
+		rc = curl_easy_perform(req_easy);
+		curl_easy_setopt(req_easy, CURLOPT_ERRORBUFFER, NULL);
+		curl_slist_free_all(headers);
+		resp->seconds = (hapg_mono_ms() - start) / 1000.0;
+
+		if (rc != CURLE_OK)
+		{
+			transport_error(resp, rc, &buf, method, path, errbuf);
+			free(buf.data);
+			/* a broken kept-alive connection must not poison the next call */
+			curl_easy_cleanup(req_easy);
+			req_easy = NULL;
+			return false;
+		}
+		curl_easy_getinfo(req_easy, CURLINFO_RESPONSE_CODE, &resp->status);
+		resp->body = buf.data;
+		resp->len = buf.len;
+		if (resp->status == 401 && attempt == 0 && token_path[0] != '\0')
+		{
+			kube_response_free(resp);
+			continue;			/* the token may have rotated under us */
+		}
+		if (resp->status >= 400)
+		{
+			char		msg[HAPG_MSG_LEN];
+
+			hapg_status_message(resp->body, resp->len, msg, sizeof(msg));
+			snprintf(resp->error, sizeof(resp->error), "%s %s: HTTP %ld%s%s",
+					 method, path, resp->status, msg[0] ? " " : "", msg);
+		}
+		return true;
+	}
+	return true;
+}
+
+void
+kube_response_free(KubeResponse *resp)
+{
+	free(resp->body);
+	resp->body = NULL;
+	resp->len = 0;
+}
+
+/* URL-escape a query value; result is palloc'd. */
+char *
+kube_escape(const char *s)
+{
+	char	   *e = curl_easy_escape(NULL, s, 0);
+	char	   *r = pstrdup(e ? e : "");
+
+	curl_free(e);
+	return r;
+}
+
+/* A watch lives for the worker's lifetime; start/stop reuse it. */
+KubeWatch *
+kube_watch_create(const char *what, KubeEventFn fn, void *arg)
+{
+	KubeWatch  *w;
+
+	if (nwatches >= MAX_WATCHES)
+		elog(ERROR, "hapg: too many watches");
+	w = MemoryContextAllocZero(TopMemoryContext, sizeof(KubeWatch));
+	strlcpy(w->what, what, sizeof(w->what));
+	w->fn = fn;
+	w->arg = arg;
+	watches[nwatches++] = w;
+	return w;
+}
+
+/*
+ * Open a watch stream.  Its deadline is the server-side timeout plus slack;
+ * liveness of the lease protocol never depends on a watch.
+ */
+bool
+kube_watch_start(KubeWatch *w, const char *path, int timeout_s)
+{
+	char		url[2048];
+
+	kube_watch_stop(w);
+	if (watch_multi == NULL)
+		watch_multi = curl_multi_init();
+	w->easy = curl_easy_init();
+	if (watch_multi == NULL || w->easy == NULL)
+	{
+		snprintf(w->error, sizeof(w->error), "could not initialise libcurl");
+		return false;
+	}
+	snprintf(url, sizeof(url), "%s%s", base_url, path);
+	w->headers = setup_common(w->easy, url, &w->buf, false);
+	curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, w->headers);
+	curl_easy_setopt(w->easy, CURLOPT_TIMEOUT_MS, (long) (timeout_s + 10) * 1000L);
+	curl_easy_setopt(w->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) req_timeout_ms);
+	curl_easy_setopt(w->easy, CURLOPT_PRIVATE, w);
+	curl_multi_add_handle(watch_multi, w->easy);
+	w->active = true;
+	w->error[0] = '\0';
+	w->status = 0;
+	return true;
+}
+
+void
+kube_watch_stop(KubeWatch *w)
+{
+	if (w->easy)
+	{
+		curl_multi_remove_handle(watch_multi, w->easy);
+		curl_easy_cleanup(w->easy);
+		w->easy = NULL;
+	}
+	if (w->headers)
+	{
+		curl_slist_free_all(w->headers);
+		w->headers = NULL;
+	}
+	free(w->buf.data);
+	memset(&w->buf, 0, sizeof(w->buf));
+	w->active = false;
+}
+
+bool
+kube_watch_active(KubeWatch *w)
+{
+	return w->active;
+}
+
+const char *
+kube_watch_error(KubeWatch *w)
+{
+	return w->error;
+}
+
+/* Hand every complete line in a watch's buffer to its callback. */
+static int
+drain_lines(KubeWatch *w)
+{
+	size_t		start = 0;
+	int			events = 0;
+
+	while (start < w->buf.len)
+	{
+		char	   *nl = memchr(w->buf.data + start, '\n', w->buf.len - start);
+		size_t		linelen;
+		char		type[32];
+		char		err[HAPG_MSG_LEN];
+		json_object *obj;
+
+		if (nl == NULL)
+			break;
+		linelen = nl - (w->buf.data + start);
+		if (linelen > 0)
+		{
+			if (hapg_parse_watch_event(w->buf.data + start, linelen, type,
+									   sizeof(type), &obj, err, sizeof(err)))
+			{
+				w->fn(w->arg, type, obj);
+				json_object_put(obj);
+				events++;
+			}
+			else
+				elog(LOG, "hapg: ignoring bad event on the %s watch: %s", w->what, err);
+		}
+		start += linelen + 1;
+	}
+	if (start > 0)
+	{
+		memmove(w->buf.data, w->buf.data + start, w->buf.len - start);
+		w->buf.len -= start;
+		if (w->buf.data)
+			w->buf.data[w->buf.len] = '\0';
+	}
+	return events;
+}
+
+/* Move watch data along without blocking; returns events delivered. */
+int
+kube_watch_pump(void)
+{
+	int			running;
+	int			events = 0;
+	int			i;
+	CURLMsg    *msg;
+	int			left;
+
+	if (watch_multi == NULL)
+		return 0;
+	curl_multi_perform(watch_multi, &running);
+	for (i = 0; i < nwatches; i++)
+		if (watches[i]->active)
+			events += drain_lines(watches[i]);
+
+	while ((msg = curl_multi_info_read(watch_multi, &left)) != NULL)
+	{
+		KubeWatch  *w = NULL;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &w);
+		if (w == NULL)
+			continue;
+		curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &w->status);
+		if (msg->data.result != CURLE_OK)
+			snprintf(w->error, sizeof(w->error), "%s watch ended: %s", w->what,
+					 w->buf.too_large ? "event too large" :
+					 curl_easy_strerror(msg->data.result));
+		else if (w->status != 200)
+			snprintf(w->error, sizeof(w->error), "%s watch refused: HTTP %ld",
+					 w->what, w->status);
+		else
+			w->error[0] = '\0';
+		if (w->status == 200)
+			events += drain_lines(w);
+		kube_watch_stop(w);
+	}
+	return events;
+}
+
+/* The sockets the watches wait on, for the worker's WaitEventSet. */
+int
+kube_watch_sockets(int *fds, int *events, int max)
+{
+	fd_set		r,
+				wr,
+				ex;
+	int			maxfd = -1;
+	int			n = 0;
+	int			fd;
+
+	if (watch_multi == NULL)
+		return 0;
+	FD_ZERO(&r);
+	FD_ZERO(&wr);
+	FD_ZERO(&ex);
+	if (curl_multi_fdset(watch_multi, &r, &wr, &ex, &maxfd) != CURLM_OK)
+		return 0;
+	for (fd = 0; fd <= maxfd && n < max; fd++)
+	{
+		int			ev = 0;
+
+		if (FD_ISSET(fd, &r))
+			ev |= WL_SOCKET_READABLE;
+		if (FD_ISSET(fd, &wr))
+			ev |= WL_SOCKET_WRITEABLE;
+		if (ev)
+		{
+			fds[n] = fd;
+			events[n] = ev;
+			n++;
+		}
+	}
+	return n;
+}
+
+/* How soon libcurl wants to be called again for the watches; -1 = no wish. */
+long
+kube_watch_timeout_ms(void)
+{
+	long		t = -1;
+
+	if (watch_multi)
+		curl_multi_timeout(watch_multi, &t);
+	return t;
+}

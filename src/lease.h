@@ -1,0 +1,93 @@
+/*
+ * lease.h
+ *		The lease protocol's decision: given what this member observed, what
+ *		should it do?  Pure C with no PostgreSQL or I/O dependency, so the
+ *		unit tests in tests/unit can drive it directly.
+ */
+#ifndef HAPG_LEASE_H
+#define HAPG_LEASE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define HAPG_NAME_LEN 64		/* DNS-1123 label: 63 + NUL */
+#define HAPG_RV_LEN 64
+#define HAPG_ADDR_LEN 256
+#define HAPG_MSG_LEN 256
+#define HAPG_MAX_MEMBERS 32
+#define HAPG_WORD_LEN 24
+
+/* A member's position as the leader saw it from its walsender. */
+typedef struct HapgMemberPos
+{
+	char		name[HAPG_NAME_LEN];
+	uint64_t	lsn;
+	char		state[HAPG_WORD_LEN];
+} HapgMemberPos;
+
+/* What this member is, as far as the cluster is concerned. */
+typedef enum HapgRole
+{
+	HAPG_ROLE_UNKNOWN = 0,		/* not configured, no Pod, or not yet decided */
+	HAPG_ROLE_LEADER,			/* primary holding the Lease */
+	HAPG_ROLE_REPLICA,			/* standby (streaming or not) */
+	HAPG_ROLE_UNLEASED_PRIMARY	/* primary without the Lease */
+} HapgRole;
+
+/* The write, if any, the decision asks for. */
+typedef enum HapgAction
+{
+	HAPG_ACT_NONE = 0,
+	HAPG_ACT_CREATE,			/* no Lease object: create one naming me */
+	HAPG_ACT_ACQUIRE,			/* expired or released Lease: CAS it to me */
+	HAPG_ACT_RENEW				/* my Lease: CAS a renewal */
+} HapgAction;
+
+/* The Lease as this member last read it, plus when it saw it change. */
+typedef struct HapgLeaseView
+{
+	bool		known;			/* a read succeeded (exists is meaningful) */
+	bool		exists;			/* the object exists */
+	char		holder[HAPG_NAME_LEN];	/* "" = released */
+	char		resource_version[HAPG_RV_LEN];
+	int			duration_s;		/* spec.leaseDurationSeconds */
+	int			transitions;	/* spec.leaseTransitions */
+	int64_t		observed_ms;	/* monotonic ms when this version was first seen */
+} HapgLeaseView;
+
+/* Everything the decision needs; filled by the worker, never read live. */
+typedef struct HapgDecisionInput
+{
+	int64_t		now_ms;			/* monotonic clock */
+	const char *me;				/* this member's name */
+	bool		in_recovery;	/* local server is a standby */
+	bool		pod_exists;		/* my Pod exists: otherwise I take no part */
+	int			ttl_s;			/* hapg.ttl */
+	int			retry_timeout_s;	/* hapg.retry_timeout */
+	bool		was_leader;		/* I held the Lease after my last loop */
+	int64_t		last_renew_sent_ms; /* when my last successful write was sent */
+	HapgLeaseView lease;
+} HapgDecisionInput;
+
+typedef struct HapgDecision
+{
+	HapgAction	action;
+	HapgRole	role;			/* role after the action succeeds */
+	bool		lost_lease;		/* I was leader and someone else holds it now */
+	bool		renew_overdue;	/* I am leader but my last renewal is too old */
+	int64_t		expires_in_ms;	/* time left on the Lease as I judge it */
+	const char *reason;			/* short static explanation, for logs */
+} HapgDecision;
+
+extern bool hapg_lease_expired(const HapgLeaseView *lease, int64_t now_ms,
+							   int64_t *expires_in_ms);
+extern void hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out);
+extern bool hapg_timing_valid(int ttl_s, int loop_wait_s, int retry_timeout_s,
+							  char *msg, int msglen);
+extern bool hapg_valid_member_name(const char *name);
+extern bool hapg_parse_lsn(const char *s, uint64_t *lsn);
+extern void hapg_format_lsn(uint64_t lsn, char *buf, int buflen);
+extern const char *hapg_role_name(HapgRole role);
+extern const char *hapg_action_name(HapgAction action);
+
+#endif							/* HAPG_LEASE_H */

@@ -1,0 +1,964 @@
+/*
+ * worker.c
+ *		The hapg background worker: observe, decide, act, publish.
+ *
+ * One cycle runs every hapg.loop_wait, or earlier when a watch shows the
+ * Lease changed or a backend sets our latch.  A cycle reads this server's
+ * state from shared memory, makes sure it has a current view of the Lease
+ * and the member Pods (from watches, or by reading), asks the pure decision
+ * in lease.c what to do, carries that out as a compare-and-swap on the
+ * Lease, publishes this member's Pod when something users care about
+ * changed, and copies the result into shared memory for SQL.
+ *
+ * All per-cycle allocations go into a memory context reset every iteration.
+ */
+#include "hapg.h"
+#include "kube.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define WATCH_TIMEOUT_S 240
+#define ERROR_LOG_INTERVAL_MS (60 * 1000)
+#define MAX_CAS_ATTEMPTS 3
+
+/* Settings in force (the last valid combination). */
+typedef struct Settings
+{
+	bool		ready;
+	char		cluster[HAPG_NAME_LEN];
+	char		member[HAPG_NAME_LEN];
+	char		namespace[HAPG_NAME_LEN];
+	char		role_label[256];
+	char		connect_address[HAPG_ADDR_LEN];
+	int			ttl;
+	int			loop_wait;
+	int			retry_timeout;
+	bool		timing_valid;
+	char		config_error[HAPG_MSG_LEN];
+} Settings;
+
+/* The Lease as last read; the raw object is kept so a replace preserves it. */
+typedef struct LeaseCache
+{
+	bool		valid;			/* a read succeeded and no watch gap since */
+	bool		fresh;			/* read (or watched) during this cycle */
+	json_object *obj;			/* NULL if the Lease does not exist */
+	HapgLeaseInfo info;
+	int64		observed_ms;
+	TimestampTz observed_at;
+	char		watch_rv[HAPG_RV_LEN];
+} LeaseCache;
+
+typedef struct PodCache
+{
+	bool		valid;
+	int			n;
+	HapgPodInfo pods[HAPG_MAX_MEMBERS];
+	TimestampTz seen_at[HAPG_MAX_MEMBERS];
+	char		rv[HAPG_RV_LEN];
+} PodCache;
+
+static Settings cfg;
+static LeaseCache lease;
+static PodCache pods;
+static KubeWatch *lease_watch;
+static KubeWatch *pod_watch;
+static int64 lease_watch_retry_ms;
+static int64 pod_watch_retry_ms;
+
+static bool was_leader;
+static int64 last_renew_sent_ms;
+static HapgRole current_role = HAPG_ROLE_UNKNOWN;
+static int64 expires_in_ms;
+static bool wake_cycle;
+static bool pod_missing_logged;
+static char published_key[512];
+
+static bool api_ok;
+static char last_error[HAPG_MSG_LEN];
+static char logged_error[HAPG_MSG_LEN];
+static int64 logged_error_ms;
+static int64 loop_count;
+static HapgLocalState local;
+
+static MemoryContext loop_cxt;
+
+/* Record an API problem for hapg_status() and log it without flooding. */
+static void
+api_error(const char *fmt,...)
+{
+	va_list		ap;
+	int64		now = hapg_mono_ms();
+
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	api_ok = false;
+	if (strcmp(last_error, logged_error) != 0 ||
+		now - logged_error_ms >= ERROR_LOG_INTERVAL_MS)
+	{
+		ereport(LOG, (errmsg("hapg: %s", last_error)));
+		strlcpy(logged_error, last_error, sizeof(logged_error));
+		logged_error_ms = now;
+	}
+}
+
+/* Take the new settings if they hang together; otherwise keep the old ones. */
+static void
+load_settings(bool first)
+{
+	char		why[HAPG_MSG_LEN];
+	char		msg[HAPG_MSG_LEN];
+	bool		was_ready = cfg.ready;
+	char		old_why[HAPG_MSG_LEN];
+
+	strlcpy(old_why, cfg.config_error, sizeof(old_why));
+	if (!hapg_timing_valid(hapg_ttl, hapg_loop_wait, hapg_retry_timeout, msg, sizeof(msg)))
+	{
+		if (cfg.timing_valid)
+		{
+			ereport(WARNING,
+					(errmsg("hapg: invalid timing settings ignored: %s", msg),
+					 errdetail("Keeping hapg.ttl = %ds, hapg.loop_wait = %ds, hapg.retry_timeout = %ds.",
+							   cfg.ttl, cfg.loop_wait, cfg.retry_timeout),
+					 errhint("Choose values with hapg.loop_wait + 2 * hapg.retry_timeout <= hapg.ttl and reload.")));
+			snprintf(cfg.config_error, sizeof(cfg.config_error),
+					 "invalid timing settings ignored: %s", msg);
+		}
+		else
+		{
+			if (strcmp(cfg.config_error, msg) != 0)
+				ereport(WARNING,
+						(errmsg("hapg: invalid timing settings: %s; hapg is idle", msg),
+						 errhint("Choose values with hapg.loop_wait + 2 * hapg.retry_timeout <= hapg.ttl and reload.")));
+			strlcpy(cfg.config_error, msg, sizeof(cfg.config_error));
+			cfg.ready = false;
+			return;
+		}
+	}
+	else
+	{
+		cfg.ttl = hapg_ttl;
+		cfg.loop_wait = hapg_loop_wait;
+		cfg.retry_timeout = hapg_retry_timeout;
+		cfg.timing_valid = true;
+		cfg.config_error[0] = '\0';
+	}
+
+	if (!hapg_settings_ready(why, sizeof(why)))
+	{
+		if (was_ready || first || strcmp(old_why, why) != 0)
+			ereport(LOG, (errmsg("hapg: %s", why)));
+		strlcpy(cfg.config_error, why, sizeof(cfg.config_error));
+		cfg.ready = false;
+		return;
+	}
+
+	if (cfg.ready && (strcmp(cfg.cluster, hapg_cluster_name) != 0 ||
+					  strcmp(cfg.member, hapg_effective_member()) != 0 ||
+					  strcmp(cfg.namespace, hapg_effective_namespace()) != 0))
+	{
+		/* a different cluster or identity: forget everything we knew */
+		kube_watch_stop(lease_watch);
+		kube_watch_stop(pod_watch);
+		if (lease.obj)
+			json_object_put(lease.obj);
+		memset(&lease, 0, sizeof(lease));
+		memset(&pods, 0, sizeof(pods));
+		was_leader = false;
+		published_key[0] = '\0';
+	}
+	strlcpy(cfg.cluster, hapg_cluster_name, sizeof(cfg.cluster));
+	strlcpy(cfg.member, hapg_effective_member(), sizeof(cfg.member));
+	strlcpy(cfg.namespace, hapg_effective_namespace(), sizeof(cfg.namespace));
+	strlcpy(cfg.role_label, hapg_role_label, sizeof(cfg.role_label));
+	strlcpy(cfg.connect_address, hapg_effective_connect_address(),
+			sizeof(cfg.connect_address));
+	/* every request must finish well inside the leader's renewal budget */
+	kube_configure(hapg_effective_url(), hapg_token_file, hapg_ca_file,
+				   Max(500, cfg.retry_timeout * 1000 / 2));
+	if (!cfg.ready)
+		ereport(LOG,
+				(errmsg("hapg: member \"%s\" of cluster \"%s\" in namespace \"%s\", API %s, ttl %ds, loop_wait %ds, retry_timeout %ds",
+						cfg.member, cfg.cluster, cfg.namespace, hapg_effective_url(),
+						cfg.ttl, cfg.loop_wait, cfg.retry_timeout)));
+	cfg.ready = true;
+}
+
+static char *
+lease_path(void)
+{
+	return psprintf("/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s",
+					cfg.namespace, cfg.cluster);
+}
+
+/* Integer resourceVersions order events; anything else is taken as newer. */
+static bool
+rv_older(const char *a, const char *b)
+{
+	char	   *ea,
+			   *eb;
+	unsigned long long va = strtoull(a, &ea, 10);
+	unsigned long long vb = strtoull(b, &eb, 10);
+
+	if (*a == '\0' || *b == '\0' || *ea != '\0' || *eb != '\0')
+		return false;
+	return va < vb;
+}
+
+/*
+ * Adopt a Lease object (or its absence) as the current view.  The expiry
+ * clock restarts only when the resourceVersion changes: that is the moment
+ * this member observed a renewal.
+ */
+static void
+adopt_lease(json_object *obj, int64 seen_ms)
+{
+	HapgLeaseInfo info;
+	char		err[HAPG_MSG_LEN];
+
+	if (obj == NULL)
+	{
+		if (lease.obj)
+			json_object_put(lease.obj);
+		lease.obj = NULL;
+		memset(&lease.info, 0, sizeof(lease.info));
+		lease.info.view.known = true;
+		lease.info.view.exists = false;
+		lease.observed_ms = seen_ms;
+		lease.observed_at = GetCurrentTimestamp();
+		lease.valid = true;
+		return;
+	}
+	if (!hapg_parse_lease(obj, &info, err, sizeof(err)))
+	{
+		api_error("unusable Lease \"%s\": %s", cfg.cluster, err);
+		return;
+	}
+	if (lease.obj && lease.info.view.exists &&
+		rv_older(info.view.resource_version, lease.info.view.resource_version))
+		return;					/* a late event for a version we are past */
+	if (!lease.info.view.exists ||
+		strcmp(info.view.resource_version, lease.info.view.resource_version) != 0)
+	{
+		lease.observed_ms = seen_ms;
+		lease.observed_at = GetCurrentTimestamp();
+		if (strcmp(info.view.holder, lease.info.view.holder) != 0)
+			wake_cycle = true;
+	}
+	if (lease.obj)
+		json_object_put(lease.obj);
+	lease.obj = json_object_get(obj);
+	lease.info = info;
+	lease.valid = true;
+	strlcpy(lease.watch_rv, info.view.resource_version, sizeof(lease.watch_rv));
+}
+
+/* GET the Lease: the read a decision and its compare-and-swap rest on. */
+static bool
+read_lease(void)
+{
+	KubeResponse r;
+	json_object *obj;
+	char		err[HAPG_MSG_LEN];
+	int64		sent = hapg_mono_ms();
+	bool		ok = false;
+
+	if (!kube_request("GET", lease_path(), NULL, NULL, &r))
+	{
+		api_error("could not read Lease: %s", r.error);
+		return false;
+	}
+	if (r.status == 404)
+	{
+		adopt_lease(NULL, sent);
+		lease.watch_rv[0] = '\0';
+		ok = true;
+	}
+	else if (r.status != 200)
+		api_error("could not read Lease: %s", r.error);
+	else if (!hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)))
+		api_error("could not read Lease: %s", err);
+	else
+	{
+		adopt_lease(obj, sent);
+		json_object_put(obj);
+		ok = lease.valid;
+	}
+	kube_response_free(&r);
+	lease.fresh = ok;
+	return ok;
+}
+
+/* Insert or replace a Pod in the cache (sorted by name for stable output). */
+static void
+cache_pod(const HapgPodInfo *p, bool deleted)
+{
+	int			i;
+
+	for (i = 0; i < pods.n; i++)
+		if (strcmp(pods.pods[i].name, p->name) == 0)
+			break;
+	if (deleted)
+	{
+		if (i < pods.n)
+		{
+			memmove(&pods.pods[i], &pods.pods[i + 1], (pods.n - i - 1) * sizeof(HapgPodInfo));
+			memmove(&pods.seen_at[i], &pods.seen_at[i + 1], (pods.n - i - 1) * sizeof(TimestampTz));
+			pods.n--;
+		}
+		return;
+	}
+	if (i == pods.n)
+	{
+		if (pods.n >= HAPG_MAX_MEMBERS)
+		{
+			api_error("more than %d member Pods; ignoring \"%s\"", HAPG_MAX_MEMBERS, p->name);
+			return;
+		}
+		/* keep sorted */
+		for (i = 0; i < pods.n && strcmp(pods.pods[i].name, p->name) < 0; i++)
+			;
+		memmove(&pods.pods[i + 1], &pods.pods[i], (pods.n - i) * sizeof(HapgPodInfo));
+		memmove(&pods.seen_at[i + 1], &pods.seen_at[i], (pods.n - i) * sizeof(TimestampTz));
+		pods.n++;
+	}
+	pods.pods[i] = *p;
+	pods.seen_at[i] = GetCurrentTimestamp();
+}
+
+static char *
+pods_path(void)
+{
+	char	   *sel = kube_escape(psprintf("%s=%s", HAPG_CLUSTER_LABEL, cfg.cluster));
+
+	return psprintf("/api/v1/namespaces/%s/pods?labelSelector=%s", cfg.namespace, sel);
+}
+
+/* LIST the member Pods: the starting point of the Pod watch. */
+static bool
+list_pods(void)
+{
+	KubeResponse r;
+	json_object *obj;
+	char		err[HAPG_MSG_LEN];
+	HapgPodInfo *found = palloc(sizeof(HapgPodInfo) * HAPG_MAX_MEMBERS);
+	int			n;
+	int			i;
+	bool		ok = false;
+
+	if (!kube_request("GET", pods_path(), NULL, NULL, &r))
+	{
+		api_error("could not list member Pods: %s", r.error);
+		return false;
+	}
+	if (r.status != 200)
+		api_error("could not list member Pods: %s", r.error);
+	else if (!hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)))
+		api_error("could not list member Pods: %s", err);
+	else
+	{
+		n = hapg_parse_pod_list(obj, cfg.role_label, found, HAPG_MAX_MEMBERS,
+								pods.rv, sizeof(pods.rv), err, sizeof(err));
+		json_object_put(obj);
+		if (n < 0)
+			api_error("could not list member Pods: %s", err);
+		else
+		{
+			pods.n = 0;
+			for (i = 0; i < n; i++)
+				cache_pod(&found[i], false);
+			pods.valid = true;
+			ok = true;
+		}
+	}
+	kube_response_free(&r);
+	return ok;
+}
+
+/* A watch said the Lease changed: adopt it, and wake the loop if it matters. */
+static void
+on_lease_event(void *arg pg_attribute_unused(), const char *type, json_object *obj)
+{
+	const char *rv = hapg_object_rv(obj);
+
+	if (strcmp(type, "ERROR") == 0)
+	{
+		/* usually 410 Gone: our resourceVersion is too old; read afresh */
+		lease.watch_rv[0] = '\0';
+		lease.valid = false;
+		return;
+	}
+	if (strcmp(type, "BOOKMARK") == 0)
+	{
+		if (rv)
+			strlcpy(lease.watch_rv, rv, sizeof(lease.watch_rv));
+		return;
+	}
+	if (hapg_object_name(obj) == NULL || strcmp(hapg_object_name(obj), cfg.cluster) != 0)
+		return;
+	if (strcmp(type, "DELETED") == 0)
+	{
+		adopt_lease(NULL, hapg_mono_ms());
+		if (rv)
+			strlcpy(lease.watch_rv, rv, sizeof(lease.watch_rv));
+		wake_cycle = true;
+		return;
+	}
+	adopt_lease(obj, hapg_mono_ms());
+}
+
+static void
+on_pod_event(void *arg pg_attribute_unused(), const char *type, json_object *obj)
+{
+	HapgPodInfo p;
+	char		err[HAPG_MSG_LEN];
+	const char *rv = hapg_object_rv(obj);
+
+	if (strcmp(type, "ERROR") == 0)
+	{
+		pods.rv[0] = '\0';
+		pods.valid = false;
+		return;
+	}
+	if (rv)
+		strlcpy(pods.rv, rv, sizeof(pods.rv));
+	if (strcmp(type, "BOOKMARK") == 0)
+		return;
+	if (!hapg_parse_pod(obj, cfg.role_label, &p, err, sizeof(err)))
+		return;
+	cache_pod(&p, strcmp(type, "DELETED") == 0);
+	if (strcmp(p.name, cfg.member) == 0)
+		wake_cycle = true;		/* our own Pod appeared, vanished or was edited */
+}
+
+/* (Re)open the watches that lapsed, at most once per loop_wait each. */
+static void
+ensure_watches(int64 now)
+{
+	if (!kube_watch_active(lease_watch))
+	{
+		if (kube_watch_error(lease_watch)[0])
+			lease.valid = false;	/* we may have missed changes */
+		if (lease.valid && now >= lease_watch_retry_ms)
+		{
+			char	   *sel = kube_escape(psprintf("metadata.name=%s", cfg.cluster));
+			char	   *path = psprintf("/apis/coordination.k8s.io/v1/namespaces/%s/leases?watch=1&allowWatchBookmarks=true&timeoutSeconds=%d&fieldSelector=%s%s%s",
+										cfg.namespace, WATCH_TIMEOUT_S, sel,
+										lease.watch_rv[0] ? "&resourceVersion=" : "",
+										lease.watch_rv);
+
+			kube_watch_start(lease_watch, path, WATCH_TIMEOUT_S);
+			lease_watch_retry_ms = now + cfg.loop_wait * 1000L;
+		}
+	}
+	if (!kube_watch_active(pod_watch))
+	{
+		if (kube_watch_error(pod_watch)[0])
+			pods.valid = false;
+		if (pods.valid && now >= pod_watch_retry_ms)
+		{
+			char	   *path = psprintf("%s&watch=1&allowWatchBookmarks=true&timeoutSeconds=%d&resourceVersion=%s",
+										pods_path(), WATCH_TIMEOUT_S, pods.rv);
+
+			kube_watch_start(pod_watch, path, WATCH_TIMEOUT_S);
+			pod_watch_retry_ms = now + cfg.loop_wait * 1000L;
+		}
+	}
+}
+
+static HapgPodInfo *
+find_pod(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < pods.n; i++)
+		if (strcmp(pods.pods[i].name, name) == 0)
+			return &pods.pods[i];
+	return NULL;
+}
+
+/* Carry out one decided write; returns the HTTP status (0 = no answer). */
+static long
+write_lease(const HapgDecision *d, int64 *sent_ms)
+{
+	HapgLeaseWrite w;
+	char		now_str[40];
+	char	   *members;
+	char	   *body;
+	KubeResponse r;
+	long		status;
+	json_object *obj;
+	char		err[HAPG_MSG_LEN];
+	bool		ok;
+
+	hapg_format_microtime(GetCurrentTimestamp() + ((int64) POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC,
+						  now_str, sizeof(now_str));
+	memset(&w, 0, sizeof(w));
+	w.name = cfg.cluster;
+	w.namespace = cfg.namespace;
+	w.cluster = cfg.cluster;
+	w.holder = cfg.member;
+	w.duration_s = cfg.ttl;
+	w.renew_time = now_str;
+	w.leader_lsn = local.lsn;
+	w.leader_timeline = local.timeline;
+	members = hapg_build_members_json(local.senders, local.nsenders);
+	w.members_json = members;
+	if (d->action == HAPG_ACT_CREATE)
+	{
+		w.transitions = 0;
+		w.acquire_time = now_str;
+	}
+	else
+	{
+		w.resource_version = lease.info.view.resource_version;
+		w.transitions = lease.info.view.transitions +
+			(d->action == HAPG_ACT_ACQUIRE ? 1 : 0);
+		w.acquire_time = d->action == HAPG_ACT_ACQUIRE ? now_str : NULL;
+	}
+	body = hapg_build_lease(d->action == HAPG_ACT_CREATE ? NULL : lease.obj, &w);
+	free(members);
+	if (body == NULL)
+	{
+		api_error("out of memory building the Lease");
+		return 0;
+	}
+
+	*sent_ms = hapg_mono_ms();
+	if (d->action == HAPG_ACT_CREATE)
+		ok = kube_request("POST", psprintf("/apis/coordination.k8s.io/v1/namespaces/%s/leases",
+										   cfg.namespace),
+						  "application/json", body, &r);
+	else
+		ok = kube_request("PUT", lease_path(), "application/json", body, &r);
+	free(body);
+	if (!ok)
+	{
+		api_error("could not %s the Lease: %s", hapg_action_name(d->action), r.error);
+		return 0;
+	}
+	status = r.status;
+	if (status == 200 || status == 201)
+	{
+		if (hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)))
+		{
+			adopt_lease(obj, *sent_ms);
+			json_object_put(obj);
+		}
+		else
+			lease.valid = false;	/* it worked, but re-read before trusting our view */
+	}
+	else if (status != 409)
+		api_error("could not %s the Lease: %s", hapg_action_name(d->action), r.error);
+	kube_response_free(&r);
+	return status;
+}
+
+/* Build the decision's input from what this cycle observed. */
+static void
+fill_input(HapgDecisionInput *in, bool lease_known, bool pod_exists)
+{
+	memset(in, 0, sizeof(*in));
+	in->now_ms = hapg_mono_ms();
+	in->me = cfg.member;
+	in->in_recovery = local.in_recovery;
+	in->pod_exists = pod_exists;
+	in->ttl_s = cfg.ttl;
+	in->retry_timeout_s = cfg.retry_timeout;
+	in->was_leader = was_leader;
+	in->last_renew_sent_ms = last_renew_sent_ms;
+	in->lease = lease.info.view;
+	in->lease.known = lease_known;
+	in->lease.observed_ms = lease.observed_ms;
+}
+
+/*
+ * Decide and act, re-reading and deciding again after a 409: a conflict
+ * says only that our read was stale, never by itself that we lost.
+ */
+static void
+run_lease_protocol(bool pod_exists)
+{
+	HapgDecisionInput in;
+	HapgDecision d;
+	int			attempt;
+	bool		lease_known = lease.valid;
+
+	for (attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++)
+	{
+		long		status;
+		int64		sent_ms;
+
+		fill_input(&in, lease_known, pod_exists);
+		hapg_lease_decide(&in, &d);
+		if (d.action == HAPG_ACT_NONE)
+			break;
+		status = write_lease(&d, &sent_ms);
+		if (status == 200 || status == 201)
+		{
+			last_renew_sent_ms = sent_ms;
+			if (d.action != HAPG_ACT_RENEW || !was_leader)
+				ereport(LOG,
+						(errmsg("hapg: member \"%s\" %s the leader Lease \"%s\" (transitions %d)",
+								cfg.member,
+								d.action == HAPG_ACT_CREATE ? "created and holds" :
+								d.action == HAPG_ACT_ACQUIRE ? "acquired" : "holds",
+								cfg.cluster, lease.info.view.transitions)));
+			break;
+		}
+		if (status != 409)
+		{
+			/* no answer or an error: our view may be stale, re-read next time */
+			lease.valid = false;
+			lease_known = false;
+			fill_input(&in, false, pod_exists);
+			hapg_lease_decide(&in, &d);
+			break;
+		}
+		ereport(LOG,
+				(errmsg("hapg: conflict writing the Lease (%s, resourceVersion %s); re-reading and deciding again",
+						hapg_action_name(d.action), lease.info.view.resource_version)));
+		lease_known = read_lease();
+		if (!lease_known)
+		{
+			fill_input(&in, false, pod_exists);
+			hapg_lease_decide(&in, &d);
+			break;
+		}
+	}
+	if (attempt == MAX_CAS_ATTEMPTS)
+	{
+		api_error("the Lease kept changing under %d compare-and-swap attempts", MAX_CAS_ATTEMPTS);
+		fill_input(&in, false, pod_exists);
+		hapg_lease_decide(&in, &d);
+	}
+
+	if (d.lost_lease && was_leader)
+		ereport(WARNING,
+				(errmsg("hapg: member \"%s\" lost the leader Lease \"%s\" to \"%s\"",
+						cfg.member, cfg.cluster,
+						lease.info.view.holder[0] ? lease.info.view.holder : "(nobody)"),
+				 errdetail("This server is still a primary but no longer the cluster's leader.")));
+	if (d.renew_overdue)
+		ereport(WARNING,
+				(errmsg("hapg: member \"%s\" could not renew the leader Lease \"%s\" for %lld ms (ttl %ds): other members may take over",
+						cfg.member, cfg.cluster,
+						(long long) (in.now_ms - last_renew_sent_ms), cfg.ttl),
+				 errdetail("Last error: %s", last_error[0] ? last_error : "none")));
+	was_leader = (d.role == HAPG_ROLE_LEADER);
+	current_role = d.role;
+	expires_in_ms = d.expires_in_ms;
+}
+
+/* Patch our own Pod when its role label or published status is out of date. */
+static void
+publish_pod(HapgPodInfo *pod)
+{
+	const char *label = NULL;
+	const char *role;
+	const char *state = hapg_local_state_name(&local);
+	char		key[512];
+	char	   *status;
+	char	   *patch;
+	KubeResponse r;
+	char		err[HAPG_MSG_LEN];
+	json_object *obj;
+
+	if (current_role == HAPG_ROLE_LEADER && !local.in_recovery)
+		label = "primary";
+	else if (local.in_recovery && local.streaming)
+		label = "replica";
+	role = current_role == HAPG_ROLE_LEADER ? "leader" :
+		local.in_recovery ? "replica" : hapg_role_name(current_role);
+
+	snprintf(key, sizeof(key), "%s|%s|%s|%u|%s", label ? label : "", role, state,
+			 local.timeline, cfg.connect_address);
+	/* Up to date if we wrote it, and the Pod as last seen still agrees. */
+	if (strcmp(key, published_key) == 0 &&
+		strcmp(pod->role_label, label ? label : "") == 0 &&
+		pod->has_status && strcmp(pod->role, role) == 0 &&
+		strcmp(pod->state, state) == 0 && pod->timeline == (int) local.timeline &&
+		strcmp(pod->connect_address, cfg.connect_address) == 0)
+		return;
+	/* Written before and the cache merely lags: also nothing to do. */
+	if (strcmp(key, published_key) == 0 && !pods.valid)
+		return;
+
+	status = hapg_build_status_json(role, state, local.timeline, local.lsn,
+									cfg.connect_address, HAPG_VERSION);
+	patch = hapg_build_pod_patch(cfg.role_label, label, status);
+	free(status);
+	if (patch == NULL)
+		return;
+	if (!kube_request("PATCH", psprintf("/api/v1/namespaces/%s/pods/%s", cfg.namespace, cfg.member),
+					  "application/merge-patch+json", patch, &r))
+	{
+		free(patch);
+		api_error("could not update Pod \"%s\": %s", cfg.member, r.error);
+		return;
+	}
+	free(patch);
+	if (r.status == 200)
+	{
+		HapgPodInfo p;
+
+		strlcpy(published_key, key, sizeof(published_key));
+		if (hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)))
+		{
+			if (hapg_parse_pod(obj, cfg.role_label, &p, err, sizeof(err)))
+				cache_pod(&p, false);
+			json_object_put(obj);
+		}
+		ereport(LOG,
+				(errmsg("hapg: published Pod \"%s\": %s=%s, role %s, state %s, timeline %u",
+						cfg.member, cfg.role_label, label ? label : "(none)", role, state,
+						local.timeline)));
+	}
+	else
+		api_error("could not update Pod \"%s\": %s", cfg.member, r.error);
+	kube_response_free(&r);
+}
+
+/* Copy the view of the cluster into shared memory for hapg_members. */
+static void
+publish_shared(void)
+{
+	HapgShared *s = hapg_shared;
+	TimestampTz now = GetCurrentTimestamp();
+	const HapgLeaseInfo *li = &lease.info;
+	bool		i_lead = current_role == HAPG_ROLE_LEADER;
+	XLogRecPtr	leader_lsn = i_lead ? local.lsn : (li->has_leader_lsn ? li->leader_lsn : InvalidXLogRecPtr);
+	int			i,
+				j;
+
+	LWLockAcquire(&s->lock, LW_EXCLUSIVE);
+	s->configured = cfg.ready;
+	strlcpy(s->cluster, cfg.cluster, sizeof(s->cluster));
+	strlcpy(s->member, cfg.member, sizeof(s->member));
+	s->role = current_role;
+	strlcpy(s->state, hapg_local_state_name(&local), sizeof(s->state));
+	strlcpy(s->leader, li->view.exists ? li->view.holder : "", sizeof(s->leader));
+	s->lease_transitions = li->view.transitions;
+	s->lease_expires_in_ms = expires_in_ms;
+	s->lease_info_at = now;
+	s->api_ok = api_ok;
+	strlcpy(s->last_error, last_error, sizeof(s->last_error));
+	if (cfg.config_error[0])
+		strlcpy(s->last_error, cfg.config_error, sizeof(s->last_error));
+	s->last_loop = now;
+	s->loop_count = loop_count;
+	s->timeline = local.timeline;
+	s->lsn = local.lsn;
+	s->leader_lsn = leader_lsn;
+
+	s->nmembers = 0;
+	for (i = 0; i < pods.n && s->nmembers < HAPG_MAX_MEMBERS; i++)
+	{
+		const HapgPodInfo *p = &pods.pods[i];
+		HapgMemberRow *m = &s->members[s->nmembers++];
+		bool		me = strcmp(p->name, cfg.member) == 0;
+
+		memset(m, 0, sizeof(*m));
+		strlcpy(m->name, p->name, sizeof(m->name));
+		strlcpy(m->pod_role_label, p->role_label, sizeof(m->pod_role_label));
+		m->is_leader = li->view.exists && strcmp(li->view.holder, p->name) == 0;
+		strlcpy(m->role, m->is_leader ? "leader" : "replica", sizeof(m->role));
+		if (me)
+		{
+			strlcpy(m->state, hapg_local_state_name(&local), sizeof(m->state));
+			strlcpy(m->connect_address, cfg.connect_address, sizeof(m->connect_address));
+			m->timeline = local.timeline;
+			m->lsn = local.lsn;
+			m->last_seen = now;
+			continue;
+		}
+		strlcpy(m->state, p->has_status ? p->state : "unknown", sizeof(m->state));
+		strlcpy(m->connect_address, p->connect_address, sizeof(m->connect_address));
+		m->timeline = p->timeline;
+		m->lsn = p->lsn;
+		m->last_seen = pods.seen_at[i];
+		if (m->is_leader && li->has_leader_lsn)
+		{
+			m->lsn = li->leader_lsn;
+			m->timeline = li->leader_timeline;
+			m->last_seen = lease.observed_at;
+		}
+		else
+		{
+			/* the leader's renewal carries replica positions */
+			const HapgMemberPos *pos = i_lead ? local.senders : li->pos;
+			int			npos = i_lead ? local.nsenders : li->npos;
+
+			for (j = 0; j < npos; j++)
+				if (strcmp(pos[j].name, p->name) == 0)
+				{
+					m->lsn = pos[j].lsn;
+					strlcpy(m->state, pos[j].state, sizeof(m->state));
+					m->last_seen = i_lead ? now : lease.observed_at;
+					break;
+				}
+		}
+	}
+	LWLockRelease(&s->lock);
+}
+
+/* One pass of observe, decide, act, publish. */
+static void
+run_cycle(void)
+{
+	HapgPodInfo *me;
+	bool		pod_exists;
+
+	loop_count++;
+	api_ok = true;
+	last_error[0] = '\0';
+	hapg_read_local_state(&local);
+
+	if (!pods.valid || !kube_watch_active(pod_watch))
+		list_pods();
+	lease.fresh = false;
+	if (!lease.valid || !kube_watch_active(lease_watch))
+		read_lease();
+
+	me = pods.valid ? find_pod(cfg.member) : NULL;
+	pod_exists = me != NULL;
+	if (pods.valid && !pod_exists)
+	{
+		if (!pod_missing_logged)
+			ereport(WARNING,
+					(errmsg("hapg: no Pod \"%s\" labelled %s=%s in namespace \"%s\"; this member takes no part in the cluster",
+							cfg.member, HAPG_CLUSTER_LABEL, cfg.cluster, cfg.namespace),
+					 errhint("Create the Pod with that label, or set hapg.member_name to this member's Pod name.")));
+		pod_missing_logged = true;
+	}
+	else if (pod_exists && pod_missing_logged)
+	{
+		ereport(LOG, (errmsg("hapg: Pod \"%s\" found; taking part in cluster \"%s\"",
+							 cfg.member, cfg.cluster)));
+		pod_missing_logged = false;
+	}
+	/* Without a Pod list we cannot tell: keep our last judgement of it. */
+	if (!pods.valid)
+		pod_exists = !pod_missing_logged;
+
+	run_lease_protocol(pod_exists);
+	if (me != NULL)
+		publish_pod(me);
+	ensure_watches(hapg_mono_ms());
+	publish_shared();
+}
+
+/* Sleep until the next cycle, a latch, postmaster death or watch data. */
+static void
+wait_for_work(long timeout_ms)
+{
+	int			fds[8];
+	int			evs[8];
+	int			n = kube_watch_sockets(fds, evs, 8);
+	long		curl_ms = kube_watch_timeout_ms();
+	WaitEventSet *set;
+	WaitEvent	occurred;
+	int			i;
+
+	if (curl_ms >= 0 && curl_ms < timeout_ms)
+		timeout_ms = curl_ms;
+	set = CreateWaitEventSet(CurrentMemoryContext, 2 + n);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < n; i++)
+		AddWaitEventToSet(set, evs[i], fds[i], NULL, NULL);
+	(void) WaitEventSetWait(set, Max(timeout_ms, 0), &occurred, 1, PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+	ResetLatch(MyLatch);
+}
+
+/* Worker entry point, registered in _PG_init. */
+void
+hapg_worker_main(Datum arg pg_attribute_unused())
+{
+	int64		next_cycle = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	hapg_shmem_attach();
+	LWLockAcquire(&hapg_shared->lock, LW_EXCLUSIVE);
+	hapg_shared->worker_pid = MyProcPid;
+	hapg_shared->worker_procno = MyProc->pgprocno;
+	LWLockRelease(&hapg_shared->lock);
+
+	kube_global_init();
+	lease_watch = kube_watch_create("Lease", on_lease_event, NULL);
+	pod_watch = kube_watch_create("Pod", on_pod_event, NULL);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "hapg loop",
+									 ALLOCSET_DEFAULT_SIZES);
+	load_settings(true);
+	ereport(LOG, (errmsg("hapg: worker started (version %s)", HAPG_VERSION)));
+
+	for (;;)
+	{
+		int64		now;
+		long		timeout;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(loop_cxt);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			load_settings(false);
+			wake_cycle = true;
+		}
+		now = hapg_mono_ms();
+		if (!cfg.ready)
+		{
+			hapg_read_local_state(&local);
+			current_role = HAPG_ROLE_UNKNOWN;
+			api_ok = false;
+			strlcpy(last_error, cfg.config_error, sizeof(last_error));
+			publish_shared();
+			wait_for_work(cfg.timing_valid ? cfg.loop_wait * 1000L : 10000L);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(loop_cxt);
+			continue;
+		}
+
+		kube_watch_pump();
+		now = hapg_mono_ms();
+		if (wake_cycle || now >= next_cycle)
+		{
+			wake_cycle = false;
+			run_cycle();
+			now = hapg_mono_ms();
+			next_cycle = now + cfg.loop_wait * 1000L;
+		}
+		else if (pods.valid)
+			publish_shared();	/* watch events may have changed members */
+
+		timeout = next_cycle - now;
+		/* a primary without the Lease wakes the instant it would expire */
+		if (!local.in_recovery && current_role != HAPG_ROLE_LEADER &&
+			lease.info.view.exists && lease.info.view.duration_s > 0)
+		{
+			int64		expiry = lease.observed_ms + lease.info.view.duration_s * 1000L + 1;
+
+			if (expiry > now && expiry - now < timeout)
+				timeout = expiry - now;
+		}
+		wait_for_work(Min(timeout, 1000L));
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(loop_cxt);
+	}
+}
