@@ -27,7 +27,8 @@ include $(PGXS)
 # pg_regress against a throw-away instance that preloads hapg (needs a
 # non-root user: run as postgres).
 regress-temp:
-	$(pg_regress_check) --temp-instance=./tmp_check $(REGRESS_OPTS) $(REGRESS)
+	$(pgxsdir)/src/test/regress/pg_regress --temp-instance=./tmp_check \
+	  --bindir=$(bindir) --inputdir=$(srcdir) $(REGRESS_OPTS) $(REGRESS)
 
 unit:
 	$(MAKE) -C tests/unit check PG_CONFIG=$(PG_CONFIG)

@@ -178,6 +178,15 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* Let SIGTERM interrupt a slow request instead of waiting out its deadline. */
+static int
+progress_cb(void *clientp pg_attribute_unused(), curl_off_t dltotal pg_attribute_unused(),
+			curl_off_t dlnow pg_attribute_unused(), curl_off_t ultotal pg_attribute_unused(),
+			curl_off_t ulnow pg_attribute_unused())
+{
+	return ProcDiePending ? 1 : 0;
+}
+
 /* Options shared by plain requests and watches. */
 static struct curl_slist *
 setup_common(CURL *easy, const char *url, Buffer *buf, bool force_token)
@@ -190,6 +199,8 @@ setup_common(CURL *easy, const char *url, Buffer *buf, bool force_token)
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, buf);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, progress_cb);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);

@@ -132,8 +132,15 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 			out->expires_in_ms = left > 0 ? left : 0;
 			out->renew_overdue = left <= 0;
 		}
-		out->action = HAPG_ACT_RENEW;
 		out->role = HAPG_ROLE_LEADER;
+		/* an early wake-up must not add writes: one renewal per loop */
+		if (in->last_renew_sent_ms > 0 &&
+			in->now_ms - in->last_renew_sent_ms < in->renew_interval_ms * 9 / 10)
+		{
+			out->reason = "Lease held; renewal not due yet";
+			return;
+		}
+		out->action = HAPG_ACT_RENEW;
 		out->reason = "renewing my Lease";
 		return;
 	}

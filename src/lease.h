@@ -66,6 +66,7 @@ typedef struct HapgDecisionInput
 	int			retry_timeout_s;	/* hapg.retry_timeout */
 	bool		was_leader;		/* I held the Lease after my last loop */
 	int64_t		last_renew_sent_ms; /* when my last successful write was sent */
+	int64_t		renew_interval_ms;	/* renew no more often than this (loop_wait) */
 	HapgLeaseView lease;
 } HapgDecisionInput;
 

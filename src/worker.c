@@ -74,6 +74,7 @@ static KubeWatch *lease_watch;
 static KubeWatch *pod_watch;
 static int64 lease_watch_retry_ms;
 static int64 pod_watch_retry_ms;
+static int64 lease_event_ms;	/* last time the Lease watch said anything */
 
 static bool was_leader;
 static int64 last_renew_sent_ms;
@@ -336,6 +337,18 @@ cache_pod(const HapgPodInfo *p, bool deleted)
 	pods.seen_at[i] = GetCurrentTimestamp();
 }
 
+/* The cached Pod of a member, or NULL. */
+static HapgPodInfo *
+find_pod(const char *name)
+{
+	int			i;
+
+	for (i = 0; i < pods.n; i++)
+		if (strcmp(pods.pods[i].name, name) == 0)
+			return &pods.pods[i];
+	return NULL;
+}
+
 static char *
 pods_path(void)
 {
@@ -391,6 +404,7 @@ on_lease_event(void *arg pg_attribute_unused(), const char *type, json_object *o
 {
 	const char *rv = hapg_object_rv(obj);
 
+	lease_event_ms = hapg_mono_ms();
 	if (strcmp(type, "ERROR") == 0)
 	{
 		/* usually 410 Gone: our resourceVersion is too old; read afresh */
@@ -436,9 +450,11 @@ on_pod_event(void *arg pg_attribute_unused(), const char *type, json_object *obj
 		return;
 	if (!hapg_parse_pod(obj, cfg.role_label, &p, err, sizeof(err)))
 		return;
+	/* our own Pod appearing or vanishing changes whether we take part */
+	if (strcmp(p.name, cfg.member) == 0 &&
+		(strcmp(type, "DELETED") == 0) == (find_pod(p.name) != NULL))
+		wake_cycle = true;
 	cache_pod(&p, strcmp(type, "DELETED") == 0);
-	if (strcmp(p.name, cfg.member) == 0)
-		wake_cycle = true;		/* our own Pod appeared, vanished or was edited */
 }
 
 /* (Re)open the watches that lapsed, at most once per loop_wait each. */
@@ -474,17 +490,6 @@ ensure_watches(int64 now)
 			pod_watch_retry_ms = now + cfg.loop_wait * 1000L;
 		}
 	}
-}
-
-static HapgPodInfo *
-find_pod(const char *name)
-{
-	int			i;
-
-	for (i = 0; i < pods.n; i++)
-		if (strcmp(pods.pods[i].name, name) == 0)
-			return &pods.pods[i];
-	return NULL;
 }
 
 /* Carry out one decided write; returns the HTTP status (0 = no answer). */
@@ -577,6 +582,7 @@ fill_input(HapgDecisionInput *in, bool lease_known, bool pod_exists)
 	in->retry_timeout_s = cfg.retry_timeout;
 	in->was_leader = was_leader;
 	in->last_renew_sent_ms = last_renew_sent_ms;
+	in->renew_interval_ms = cfg.loop_wait * 1000L;
 	in->lease = lease.info.view;
 	in->lease.known = lease_known;
 	in->lease.observed_ms = lease.observed_ms;
@@ -827,8 +833,17 @@ run_cycle(void)
 	if (!pods.valid || !kube_watch_active(pod_watch))
 		list_pods();
 	lease.fresh = false;
-	if (!lease.valid || !kube_watch_active(lease_watch))
-		read_lease();
+
+	/*
+	 * A leader renews every loop, so a healthy Lease watch speaks at least
+	 * that often; a silent one may be hung: read the Lease to be sure.
+	 */
+	if (!lease.valid || !kube_watch_active(lease_watch) ||
+		hapg_mono_ms() - Max(lease_event_ms, lease.observed_ms) > 2 * cfg.loop_wait * 1000L)
+	{
+		if (read_lease())
+			lease_event_ms = hapg_mono_ms();
+	}
 
 	me = pods.valid ? find_pod(cfg.member) : NULL;
 	pod_exists = me != NULL;

@@ -1,0 +1,15 @@
+/* Runs every unit test and prints the closing line CI reads. */
+#include "unit.h"
+
+int			unit_passed = 0;
+int			unit_failed = 0;
+const char *unit_current = "";
+
+int
+main(void)
+{
+	run_lease_tests();
+	run_kjson_tests();
+	printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
+	return unit_failed == 0 ? 0 : 1;
+}
