@@ -37,6 +37,7 @@ extern char *hapg_role_label;
 typedef struct HapgLocalState
 {
 	bool		in_recovery;
+	bool		starting;		/* recovery has not replayed anything yet */
 	bool		streaming;		/* WAL receiver is streaming */
 	TimeLineID	timeline;
 	XLogRecPtr	lsn;			/* primary: flush position; standby: max(receive, replay) */

@@ -101,6 +101,7 @@ hapg_read_local_state(HapgLocalState *st)
 		recv = GetWalRcvFlushRecPtr(NULL, &recv_tli);
 		st->timeline = replay_tli;
 		st->lsn = Max(st->replay_lsn, recv);
+		st->starting = (replay_tli == 0);
 		if (WalRcv != NULL)
 		{
 			WalRcvState state;
@@ -119,5 +120,7 @@ hapg_local_state_name(const HapgLocalState *st)
 {
 	if (!st->in_recovery)
 		return "running";
+	if (st->starting)
+		return "starting";
 	return st->streaming ? "streaming" : "recovering";
 }

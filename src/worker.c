@@ -86,14 +86,17 @@ static char published_key[512];
 
 static bool api_ok;
 static char last_error[HAPG_MSG_LEN];
-static char logged_error[HAPG_MSG_LEN];
 static int64 logged_error_ms;
+static int64 outage_start_ms;	/* first error of the current outage, or 0 */
 static int64 loop_count;
 static HapgLocalState local;
 
 static MemoryContext loop_cxt;
 
-/* Record an API problem for hapg_status() and log it without flooding. */
+/*
+ * Record an API problem for hapg_status() and log it without flooding: the
+ * first error of an outage at once, then at most one line a minute.
+ */
 static void
 api_error(const char *fmt,...)
 {
@@ -104,12 +107,25 @@ api_error(const char *fmt,...)
 	vsnprintf(last_error, sizeof(last_error), fmt, ap);
 	va_end(ap);
 	api_ok = false;
-	if (strcmp(last_error, logged_error) != 0 ||
-		now - logged_error_ms >= ERROR_LOG_INTERVAL_MS)
+	if (outage_start_ms == 0 || now - logged_error_ms >= ERROR_LOG_INTERVAL_MS)
 	{
+		if (outage_start_ms == 0)
+			outage_start_ms = now;
 		ereport(LOG, (errmsg("hapg: %s", last_error)));
-		strlcpy(logged_error, last_error, sizeof(logged_error));
 		logged_error_ms = now;
+	}
+}
+
+/* Close an outage in the log once a whole cycle went without API errors. */
+static void
+api_cycle_done(void)
+{
+	if (api_ok && outage_start_ms != 0)
+	{
+		ereport(LOG,
+				(errmsg("hapg: Kubernetes API usable again after %.1f s of errors",
+						(hapg_mono_ms() - outage_start_ms) / 1000.0)));
+		outage_start_ms = 0;
 	}
 }
 
@@ -867,9 +883,11 @@ run_cycle(void)
 		pod_exists = !pod_missing_logged;
 
 	run_lease_protocol(pod_exists);
-	if (me != NULL)
+	/* a server still starting up has nothing stable to publish yet */
+	if (me != NULL && !local.starting)
 		publish_pod(me);
 	ensure_watches(hapg_mono_ms());
+	api_cycle_done();
 	publish_shared();
 }
 
