@@ -9,6 +9,7 @@
 #include "hapg.h"
 
 #include <time.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include "fmgr.h"
@@ -18,6 +19,11 @@
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
+
+/* tests of an uninstalled build preload it by path: the worker must match */
+#ifndef HAPG_LIBRARY_NAME
+#define HAPG_LIBRARY_NAME "hapg"
+#endif
 
 char	   *hapg_cluster_name = NULL;
 char	   *hapg_member_name = NULL;
@@ -30,6 +36,11 @@ int			hapg_loop_wait = 10;
 int			hapg_retry_timeout = 10;
 char	   *hapg_connect_address = NULL;
 char	   *hapg_role_label = NULL;
+bool		hapg_nofailover = false;
+int			hapg_failover_priority = 1;
+int			hapg_maximum_lag_on_failover = 1024 * 1024;
+char	   *hapg_replication_conninfo = NULL;
+bool		hapg_use_slots = true;
 
 void		_PG_init(void);
 
@@ -207,6 +218,35 @@ hapg_effective_connect_address(void)
 	return addr;
 }
 
+/*
+ * The libpq connection string to reach the leader at host:port, for
+ * primary_conninfo and pg_rewind: this member's name as application_name,
+ * so the leader's pg_stat_replication shows every member by name.
+ */
+char *
+hapg_leader_conninfo(const char *connect_address)
+{
+	char		host[HAPG_ADDR_LEN];
+	const char *colon = strrchr(connect_address, ':');
+	size_t		hlen;
+
+	if (colon == NULL || colon == connect_address)
+		return NULL;
+	hlen = Min((size_t) (colon - connect_address), sizeof(host) - 1);
+	memcpy(host, connect_address, hlen);
+	host[hlen] = '\0';
+	if (host[0] == '[' && hlen > 1 && host[hlen - 1] == ']')
+	{
+		memmove(host, host + 1, hlen - 2);
+		host[hlen - 2] = '\0';
+	}
+	return psprintf("host=%s port=%s application_name=%s connect_timeout=%d%s%s",
+					host, colon + 1, hapg_effective_member(),
+					Max(1, hapg_retry_timeout / 2),
+					hapg_replication_conninfo[0] ? " " : "",
+					hapg_replication_conninfo);
+}
+
 /* Why the worker cannot act with the current settings, if it cannot. */
 bool
 hapg_settings_ready(char *why, int whylen)
@@ -277,6 +317,27 @@ define_settings(void)
 							   "Pod label set to primary or replica, for Services to select on.",
 							   NULL, &hapg_role_label, "role", PGC_SIGHUP, 0,
 							   check_label_key, NULL, NULL);
+	DefineCustomBoolVariable("hapg.nofailover",
+							 "Never promote this member automatically.",
+							 NULL, &hapg_nofailover, false, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("hapg.failover_priority",
+							"Among equally advanced members, the higher priority wins a failover; 0 = never.",
+							NULL, &hapg_failover_priority, 1, 0, 1000000, PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("hapg.maximum_lag_on_failover",
+							"A standby further than this behind the leader's last published position is not promoted.",
+							NULL, &hapg_maximum_lag_on_failover, 1024 * 1024, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("hapg.replication_conninfo",
+							   "Extra libpq parameters (user, password, sslmode...) for connections to the leader: streaming and pg_rewind.",
+							   NULL, &hapg_replication_conninfo, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("hapg.use_slots",
+							 "Keep a physical replication slot on the leader for every member.",
+							 NULL, &hapg_use_slots, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hapg");
 }
 
@@ -289,7 +350,7 @@ hapg_register_worker(void)
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
 	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
 	worker.bgw_restart_time = 1;
-	strlcpy(worker.bgw_library_name, "hapg", BGW_MAXLEN);
+	strlcpy(worker.bgw_library_name, HAPG_LIBRARY_NAME, BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "hapg_worker_main", BGW_MAXLEN);
 	strlcpy(worker.bgw_name, "hapg worker", BGW_MAXLEN);
 	strlcpy(worker.bgw_type, "hapg worker", BGW_MAXLEN);
@@ -305,6 +366,7 @@ _PG_init(void)
 				 errmsg("hapg must be loaded via shared_preload_libraries"),
 				 errhint("Add 'hapg' to shared_preload_libraries in postgresql.conf, set hapg.cluster_name, and restart the server.")));
 	define_settings();
+	hapg_startup_guard();
 	hapg_shmem_request();
 	hapg_register_worker();
 }

@@ -19,6 +19,8 @@
 
 #define HAPG_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 #define HAPG_MAX_RESPONSE (8 * 1024 * 1024)	/* largest API body we accept */
+#define HAPG_REJOIN_FILE "hapg.rejoin"	/* note to the launcher: rejoin as standby */
+#define HAPG_JOINED_FILE "hapg.joined"	/* this data directory is a member's */
 
 /* Settings (hapg.c). */
 extern char *hapg_cluster_name;
@@ -32,6 +34,11 @@ extern int	hapg_loop_wait;
 extern int	hapg_retry_timeout;
 extern char *hapg_connect_address;
 extern char *hapg_role_label;
+extern bool hapg_nofailover;
+extern int	hapg_failover_priority;
+extern int	hapg_maximum_lag_on_failover;
+extern char *hapg_replication_conninfo;
+extern bool hapg_use_slots;
 
 /* This server's state, as read from shared memory (pgstate.c). */
 typedef struct HapgLocalState
@@ -92,12 +99,29 @@ typedef struct HapgShared
 	XLogRecPtr	leader_lsn;
 	int			nmembers;
 	HapgMemberRow members[HAPG_MAX_MEMBERS];
+	int			nhistory;
+	HapgHistoryEntry history[HAPG_MAX_HISTORY];
 } HapgShared;
 
 extern HapgShared *hapg_shared;
 extern void hapg_shmem_request(void);
 extern void hapg_shmem_startup(void);
 extern void hapg_shmem_attach(void);
+
+/* Local server actions (follow.c). */
+extern bool hapg_datadir_ok(void);
+extern bool hapg_request_promotion(char *err, int errlen);
+extern void hapg_fence(const char *reason, const char *source, bool immediate);
+extern void hapg_write_rejoin(const char *source, const char *reason);
+extern void hapg_mark_joined(const char *cluster);
+extern void hapg_slot_name(const char *member, char *buf, int buflen);
+extern bool hapg_follow(const char *conninfo, const char *slot);
+extern void hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n,
+							const char *me, bool leader, int64 gone_ms);
+extern char *hapg_leader_conninfo(const char *connect_address);
+
+/* Start-up guard (guard.c). */
+extern void hapg_startup_guard(void);
 
 /* Background worker (worker.c). */
 extern PGDLLEXPORT void hapg_worker_main(Datum arg);

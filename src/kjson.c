@@ -183,6 +183,50 @@ parse_members(const char *text, HapgLeaseInfo *out)
 	json_object_put(obj);
 }
 
+/* The history of leader changes: a JSON array of objects, newest last. */
+static void
+parse_history(const char *text, HapgLeaseInfo *out)
+{
+	json_tokener *tok = json_tokener_new();
+	json_object *arr;
+	size_t		i,
+				n;
+
+	if (tok == NULL)
+		return;
+	arr = json_tokener_parse_ex(tok, text, (int) strlen(text));
+	json_tokener_free(tok);
+	if (arr == NULL)
+		return;
+	if (!json_object_is_type(arr, json_type_array))
+	{
+		json_object_put(arr);
+		return;
+	}
+	n = json_object_array_length(arr);
+	/* keep the newest entries if there are too many */
+	for (i = n > HAPG_MAX_HISTORY ? n - HAPG_MAX_HISTORY : 0; i < n; i++)
+	{
+		json_object *e = json_object_array_get_idx(arr, i);
+		HapgHistoryEntry *h = &out->history[out->nhistory];
+		const char *s;
+
+		memset(h, 0, sizeof(*h));
+		h->old_timeline = jint(jget(e, "old_timeline", NULL, NULL), 0);
+		h->new_timeline = jint(jget(e, "new_timeline", NULL, NULL), 0);
+		if ((s = jstr(jget(e, "lsn", NULL, NULL))))
+			hapg_parse_lsn(s, &h->lsn);
+		if ((s = jstr(jget(e, "reason", NULL, NULL))))
+			snprintf(h->reason, sizeof(h->reason), "%s", s);
+		if ((s = jstr(jget(e, "time", NULL, NULL))))
+			copy_str(h->time, sizeof(h->time), s);
+		if ((s = jstr(jget(e, "leader", NULL, NULL))))
+			copy_str(h->leader, sizeof(h->leader), s);
+		out->nhistory++;
+	}
+	json_object_put(arr);
+}
+
 /* Extract what the protocol needs from a coordination.k8s.io/v1 Lease. */
 bool
 hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
@@ -226,6 +270,9 @@ hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
 	s = jstr(jget(obj, "metadata", "annotations", HAPG_MEMBERS_ANNOTATION));
 	if (s)
 		parse_members(s, out);
+	s = jstr(jget(obj, "metadata", "annotations", HAPG_HISTORY_ANNOTATION));
+	if (s)
+		parse_history(s, out);
 	return true;
 }
 
@@ -251,6 +298,25 @@ hapg_parse_pod(json_object *obj, const char *role_label_key,
 	if (s)
 		copy_str(out->role_label, sizeof(out->role_label), s);
 	out->deleting = jget(obj, "metadata", "deletionTimestamp", NULL) != NULL;
+
+	s = jstr(jget(obj, "metadata", "annotations", HAPG_CANDIDACY_ANNOTATION));
+	if (s && hapg_parse_json(s, strlen(s), &st, err, errlen))
+	{
+		const char *term = jstr(jget(st, "term", NULL, NULL));
+		const char *lsn = jstr(jget(st, "lsn", NULL, NULL));
+		json_object *el = jget(st, "eligible", NULL, NULL);
+
+		if (term && lsn && copy_str(out->cand_term, sizeof(out->cand_term), term) &&
+			hapg_parse_lsn(lsn, &out->cand_lsn))
+		{
+			out->has_candidacy = true;
+			out->cand_eligible = el && json_object_is_type(el, json_type_boolean) &&
+				json_object_get_boolean(el);
+			out->cand_timeline = jint(jget(st, "timeline", NULL, NULL), 0);
+			out->cand_priority = jint(jget(st, "priority", NULL, NULL), 0);
+		}
+		json_object_put(st);
+	}
 
 	s = jstr(jget(obj, "metadata", "annotations", HAPG_STATUS_ANNOTATION));
 	if (s == NULL)
@@ -393,6 +459,50 @@ dump(json_object *obj)
 	return copy;
 }
 
+/* Append one entry to the history annotation, keeping the newest ones. */
+static void
+append_history(json_object *ann, const HapgHistoryEntry *h)
+{
+	json_object *cur;
+	json_object *arr = NULL;
+	json_object *e = json_object_new_object();
+	json_object *trimmed;
+	char		buf[32];
+	size_t		i,
+				n;
+
+	if (json_object_object_get_ex(ann, HAPG_HISTORY_ANNOTATION, &cur) &&
+		json_object_is_type(cur, json_type_string))
+	{
+		arr = json_tokener_parse(json_object_get_string(cur));
+		if (arr && !json_object_is_type(arr, json_type_array))
+		{
+			json_object_put(arr);
+			arr = NULL;
+		}
+	}
+	if (arr == NULL)
+		arr = json_object_new_array();
+	json_object_object_add(e, "old_timeline", json_object_new_int(h->old_timeline));
+	json_object_object_add(e, "new_timeline", json_object_new_int(h->new_timeline));
+	hapg_format_lsn(h->lsn, buf, sizeof(buf));
+	set_str(e, "lsn", buf);
+	set_str(e, "reason", h->reason);
+	set_str(e, "time", h->time);
+	set_str(e, "leader", h->leader);
+	json_object_array_add(arr, e);
+
+	n = json_object_array_length(arr);
+	trimmed = json_object_new_array();
+	for (i = n > HAPG_MAX_HISTORY ? n - HAPG_MAX_HISTORY : 0; i < n; i++)
+		json_object_array_add(trimmed, json_object_get(json_object_array_get_idx(arr, i)));
+	json_object_put(arr);
+	set_str(ann, HAPG_HISTORY_ANNOTATION,
+			json_object_to_json_string_ext(trimmed, JSON_C_TO_STRING_PLAIN |
+										   JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(trimmed);
+}
+
 /*
  * Build the Lease body for a create or a replace.  A replace starts from
  * the object as read, so labels and annotations others put there survive,
@@ -435,6 +545,8 @@ hapg_build_lease(json_object *existing, const HapgLeaseWrite *w)
 	set_str(ann, HAPG_TIMELINE_ANNOTATION, tli);
 	if (w->members_json)
 		set_str(ann, HAPG_MEMBERS_ANNOTATION, w->members_json);
+	if (w->add_history)
+		append_history(ann, w->add_history);
 
 	spec = ensure_obj(obj, "spec");
 	set_str(spec, "holderIdentity", w->holder);
@@ -485,6 +597,32 @@ hapg_build_pod_patch(const char *role_label_key, const char *label_value,
 	json_object_object_add(labels, role_label_key,
 						   label_value ? json_object_new_string(label_value) : NULL);
 	set_str(ann, HAPG_STATUS_ANNOTATION, status_json);
+	out = dump(obj);
+	json_object_put(obj);
+	return out;
+}
+
+/* A merge patch publishing this member's position for one election. */
+char *
+hapg_build_candidacy_patch(const char *term, bool eligible, uint64_t lsn,
+						   int timeline, int priority)
+{
+	json_object *c = json_object_new_object();
+	json_object *obj = json_object_new_object();
+	json_object *ann = ensure_obj(ensure_obj(obj, "metadata"), "annotations");
+	char		buf[32];
+	char	   *out;
+
+	set_str(c, "term", term);
+	json_object_object_add(c, "eligible", json_object_new_boolean(eligible));
+	hapg_format_lsn(lsn, buf, sizeof(buf));
+	set_str(c, "lsn", buf);
+	json_object_object_add(c, "timeline", json_object_new_int(timeline));
+	json_object_object_add(c, "priority", json_object_new_int(priority));
+	set_str(ann, HAPG_CANDIDACY_ANNOTATION,
+			json_object_to_json_string_ext(c, JSON_C_TO_STRING_PLAIN |
+										   JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(c);
 	out = dump(obj);
 	json_object_put(obj);
 	return out;

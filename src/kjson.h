@@ -17,6 +17,9 @@
 #define HAPG_LSN_ANNOTATION "hapg.io/lsn"
 #define HAPG_TIMELINE_ANNOTATION "hapg.io/timeline"
 #define HAPG_MEMBERS_ANNOTATION "hapg.io/members"
+#define HAPG_HISTORY_ANNOTATION "hapg.io/history"
+#define HAPG_CANDIDACY_ANNOTATION "hapg.io/candidacy"
+
 
 /* A parsed Lease: the protocol fields plus the leader's annotations. */
 typedef struct HapgLeaseInfo
@@ -27,6 +30,8 @@ typedef struct HapgLeaseInfo
 	int			leader_timeline;
 	int			npos;
 	HapgMemberPos pos[HAPG_MAX_MEMBERS];
+	int			nhistory;
+	HapgHistoryEntry history[HAPG_MAX_HISTORY];
 } HapgLeaseInfo;
 
 /* A parsed member Pod: its role label and its hapg.io/status annotation. */
@@ -43,6 +48,12 @@ typedef struct HapgPodInfo
 	uint64_t	lsn;
 	char		connect_address[HAPG_ADDR_LEN];
 	char		version[HAPG_WORD_LEN];
+	bool		has_candidacy;	/* hapg.io/candidacy: its position in an election */
+	char		cand_term[HAPG_RV_LEN];
+	bool		cand_eligible;
+	uint64_t	cand_lsn;
+	int			cand_timeline;
+	int			cand_priority;
 } HapgPodInfo;
 
 /* What a leader writes into the Lease. */
@@ -60,6 +71,7 @@ typedef struct HapgLeaseWrite
 	uint64_t	leader_lsn;
 	int			leader_timeline;
 	const char *members_json;	/* hapg.io/members, may be NULL */
+	const HapgHistoryEntry *add_history;	/* appended to hapg.io/history */
 } HapgLeaseWrite;
 
 extern bool hapg_parse_json(const char *buf, size_t len, json_object **out,
@@ -88,6 +100,9 @@ extern char *hapg_build_status_json(const char *role, const char *state,
 extern char *hapg_build_pod_patch(const char *role_label_key,
 								  const char *label_value,
 								  const char *status_json);
+extern char *hapg_build_candidacy_patch(const char *term, bool eligible,
+										uint64_t lsn, int timeline,
+										int priority);
 extern char *hapg_build_members_json(const HapgMemberPos *pos, int n);
 extern void hapg_format_microtime(int64_t unix_us, char *buf, int buflen);
 

@@ -52,6 +52,7 @@ static char base_url[1024];
 static char token_path[MAXPGPATH];
 static char ca_path[MAXPGPATH];
 static int	req_timeout_ms = 5000;
+static int64 req_deadline_ms = 0;	/* monotonic; 0 = none */
 
 static char token[8192];
 static bool token_loaded;
@@ -98,6 +99,16 @@ kube_configure(const char *url, const char *token_file, const char *ca_file,
 	strlcpy(token_path, token_file, sizeof(token_path));
 	strlcpy(ca_path, ca_file, sizeof(ca_path));
 	req_timeout_ms = timeout_ms;
+}
+
+/*
+ * A leader's requests must all end before its fence deadline, whatever
+ * their own timeout: 0 lifts the bound.
+ */
+void
+kube_set_deadline(int64 deadline_ms)
+{
+	req_deadline_ms = deadline_ms;
 }
 
 /*
@@ -230,7 +241,7 @@ transport_error(KubeResponse *resp, CURLcode rc, Buffer *buf, const char *method
 				 method, path, HAPG_MAX_RESPONSE);
 	else if (rc == CURLE_OPERATION_TIMEDOUT)
 		snprintf(resp->error, sizeof(resp->error),
-				 "%s %s: no answer within %d ms", method, path, req_timeout_ms);
+				 "%s %s: no answer in time (%d ms)", method, path, req_timeout_ms);
 	else
 		snprintf(resp->error, sizeof(resp->error), "%s %s: %s", method, path,
 				 errbuf[0] ? errbuf : curl_easy_strerror(rc));
@@ -259,6 +270,18 @@ kube_request(const char *method, const char *path, const char *content_type,
 		char		errbuf[CURL_ERROR_SIZE] = "";
 		CURLcode	rc;
 		int64		start = hapg_mono_ms();
+		long		timeout = req_timeout_ms;
+
+		if (req_deadline_ms > 0)
+		{
+			if (req_deadline_ms - start < 20)
+			{
+				snprintf(resp->error, sizeof(resp->error),
+						 "%s %s: not sent, the fence deadline has passed", method, path);
+				return false;
+			}
+			timeout = Min(timeout, (long) (req_deadline_ms - start));
+		}
 
 		if (req_easy == NULL)
 			req_easy = curl_easy_init();
@@ -286,8 +309,8 @@ kube_request(const char *method, const char *path, const char *content_type,
 		}
 		else if (strcmp(method, "GET") == 0)
 			curl_easy_setopt(req_easy, CURLOPT_HTTPGET, 1L);
-		curl_easy_setopt(req_easy, CURLOPT_TIMEOUT_MS, (long) req_timeout_ms);
-		curl_easy_setopt(req_easy, CURLOPT_CONNECTTIMEOUT_MS, (long) req_timeout_ms);
+		curl_easy_setopt(req_easy, CURLOPT_TIMEOUT_MS, timeout);
+		curl_easy_setopt(req_easy, CURLOPT_CONNECTTIMEOUT_MS, timeout);
 		curl_easy_setopt(req_easy, CURLOPT_ERRORBUFFER, errbuf);
 
 		rc = curl_easy_perform(req_easy);

@@ -28,6 +28,7 @@ extern bool kube_request(const char *method, const char *path,
 						 const char *content_type, const char *body,
 						 KubeResponse *resp);
 extern void kube_response_free(KubeResponse *resp);
+extern void kube_set_deadline(int64 deadline_ms);
 extern char *kube_escape(const char *s);
 
 extern KubeWatch *kube_watch_create(const char *what, KubeEventFn fn, void *arg);

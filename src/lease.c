@@ -47,65 +47,217 @@ hapg_lease_expired(const HapgLeaseView *lease, int64_t now_ms,
 }
 
 /*
- * The decision table of the core protocol.  Rows are checked in order; the
- * first match wins.  A standby never takes the Lease here: failover is a
- * separate set of rows.
+ * Fence this long before the Lease would run out: covers the time between
+ * deciding and the postmaster refusing new work, and clock-rate drift.
+ */
+int64_t
+hapg_fence_margin_ms(int ttl_s)
+{
+	int64_t		m = (int64_t) ttl_s * 100;
+
+	if (m < 500)
+		m = 500;
+	if (m > 2000)
+		m = 2000;
+	return m;
+}
+
+/*
+ * The election order: further ahead wins (timeline, then WAL position), then
+ * the higher failover priority, then the lower name, so every member that
+ * sees the same candidacies ranks them the same way.
+ */
+bool
+hapg_candidate_better(const HapgCandidate *a, const HapgCandidate *b)
+{
+	if (a->timeline != b->timeline)
+		return a->timeline > b->timeline;
+	if (a->lsn != b->lsn)
+		return a->lsn > b->lsn;
+	if (a->priority != b->priority)
+		return a->priority > b->priority;
+	return strcmp(a->name, b->name) < 0;
+}
+
+/* Why this standby may not be promoted, or NULL if it may. */
+static const char *
+ineligible_reason(const HapgDecisionInput *in)
+{
+	if (in->starting)
+		return "still starting up";
+	if (in->nofailover)
+		return "hapg.nofailover is on";
+	if (in->priority <= 0)
+		return "hapg.failover_priority is 0";
+	if (in->has_leader_lsn && in->my_lsn + in->max_lag < in->leader_lsn)
+		return "lagging behind the leader's last position by more than hapg.maximum_lag_on_failover";
+	if (in->leader_timeline > 0 && in->my_timeline < in->leader_timeline)
+		return "on an older timeline than the leader";
+	return NULL;
+}
+
+/*
+ * A standby that saw the Lease expire: publish a candidacy for this term
+ * (the expired Lease's resourceVersion), wait until the others have
+ * published theirs or the settle time passed, and take the Lease only if no
+ * eligible member is healthier.  The compare-and-swap on the term's version
+ * makes sure at most one wins, whatever the members believe.
+ */
+static void
+decide_election(const HapgDecisionInput *in, HapgDecision *out)
+{
+	const char *why = ineligible_reason(in);
+	HapgCandidate me;
+	int64_t		waited;
+	bool		all_in = true;
+	const HapgCandidate *better = NULL;
+	int			i;
+
+	snprintf(out->term, sizeof(out->term), "%s", in->lease.resource_version);
+	out->role = HAPG_ROLE_REPLICA;
+	if (strcmp(in->candidacy_term ? in->candidacy_term : "", out->term) != 0)
+	{
+		out->action = HAPG_ACT_CANDIDACY;
+		out->eligible = (why == NULL);
+		out->reason = why ? why : "Lease expired; publishing my position";
+		return;
+	}
+	if (why)
+	{
+		out->reason = why;
+		return;
+	}
+
+	memset(&me, 0, sizeof(me));
+	snprintf(me.name, sizeof(me.name), "%s", in->me);
+	me.published = me.eligible = true;
+	me.lsn = in->my_lsn;
+	me.timeline = in->my_timeline;
+	me.priority = in->priority;
+	waited = in->now_ms - in->candidacy_sent_ms;
+	for (i = 0; i < in->ncand; i++)
+	{
+		const HapgCandidate *c = &in->cand[i];
+
+		if (!c->published)
+			all_in = false;
+		else if (c->eligible && hapg_candidate_better(c, &me) &&
+				 (better == NULL || hapg_candidate_better(c, better)))
+			better = c;
+	}
+	if (better)
+	{
+		int64_t		patience = in->settle_ms + (int64_t) in->retry_timeout_s * 1000;
+
+		if (waited < patience)
+		{
+			out->wake_in_ms = patience - waited;
+			out->reason = "a healthier member is taking over";
+			return;
+		}
+		/* it had its chance and did not take the Lease: it is not healthy */
+	}
+	else if (!all_in && waited < in->settle_ms)
+	{
+		out->wake_in_ms = in->settle_ms - waited;
+		out->reason = "waiting for the other members' positions";
+		return;
+	}
+	out->action = HAPG_ACT_ACQUIRE;
+	out->promote = true;
+	out->role = HAPG_ROLE_LEADER;
+	out->expires_in_ms = (int64_t) in->ttl_s * 1000;
+	out->reason = in->lease.holder[0] ? "leader's Lease expired; taking over"
+		: "Lease released; taking over";
+}
+
+/*
+ * The decision table.  Rows are checked in order and the first match wins:
+ * the safety of a primary first (fence or release), then the Lease itself,
+ * then failover for standbys.
  */
 void
 hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 {
 	const HapgLeaseView *l = &in->lease;
+	bool		primary = !in->in_recovery && !in->starting;
 	bool		mine;
 	bool		expired;
 	int64_t		ttl_ms = (int64_t) in->ttl_s * 1000;
+	int64_t		fence_at = in->last_renew_sent_ms + ttl_ms - in->fence_margin_ms;
 
 	memset(out, 0, sizeof(*out));
 	out->action = HAPG_ACT_NONE;
+	out->wake_in_ms = -1;
 	out->role = in->in_recovery ? HAPG_ROLE_REPLICA : HAPG_ROLE_UNKNOWN;
 
-	/* Without my own Pod I am not a member: take no part at all. */
-	if (!in->pod_exists)
+	/* Without my own Pod I am not a member (a leader still protects itself). */
+	if (!in->pod_exists && !(primary && in->was_leader))
 	{
 		out->role = HAPG_ROLE_UNKNOWN;
 		out->reason = "own Pod not found";
 		return;
 	}
 
-	/* The API could not be read: nothing can be written either. */
+	expired = hapg_lease_expired(l, in->now_ms, &out->expires_in_ms);
+
+	/* 1. A primary that must not keep taking writes. */
+	if (primary)
+	{
+		if (!in->datadir_ok)
+		{
+			out->action = in->was_leader ? HAPG_ACT_RELEASE : HAPG_ACT_FENCE;
+			out->role = HAPG_ROLE_UNLEASED_PRIMARY;
+			out->reason = "the data directory is gone";
+			return;
+		}
+		if (in->was_leader && in->last_renew_sent_ms > 0 && in->now_ms >= fence_at)
+		{
+			out->action = HAPG_ACT_FENCE;
+			out->role = HAPG_ROLE_UNLEASED_PRIMARY;
+			out->renew_overdue = true;
+			out->reason = "could not renew the Lease before it runs out";
+			return;
+		}
+		if (l->known && l->exists && l->holder[0] &&
+			strcmp(l->holder, in->me) != 0 && !expired)
+		{
+			out->action = HAPG_ACT_FENCE;
+			out->role = HAPG_ROLE_UNLEASED_PRIMARY;
+			out->lost_lease = in->was_leader;
+			out->reason = "another member holds the Lease";
+			return;
+		}
+	}
+
+	/* 2. The API could not be read: nothing can be written either. */
 	if (!l->known)
 	{
-		if (!in->in_recovery && in->was_leader)
+		if (primary && in->was_leader)
 		{
 			int64_t		left = in->last_renew_sent_ms + ttl_ms - in->now_ms;
 
 			out->expires_in_ms = left > 0 ? left : 0;
-			if (left > 0)
-			{
-				out->role = HAPG_ROLE_LEADER;
-				out->reason = "Kubernetes API unreachable; Lease still valid";
-			}
-			else
-			{
-				out->role = HAPG_ROLE_UNLEASED_PRIMARY;
-				out->renew_overdue = true;
-				out->reason = "Kubernetes API unreachable; Lease could not be renewed";
-			}
+			out->role = HAPG_ROLE_LEADER;
+			out->wake_in_ms = fence_at - in->now_ms;
+			out->reason = "Kubernetes API unreachable; Lease still valid";
 		}
 		else
 		{
-			if (!in->in_recovery)
+			if (primary)
 				out->role = HAPG_ROLE_UNLEASED_PRIMARY;
 			out->reason = "Kubernetes API unreachable";
 		}
 		return;
 	}
 
+	/* 3. No Lease object at all. */
 	if (!l->exists)
 	{
 		out->lost_lease = in->was_leader;
-		if (in->in_recovery)
+		if (!primary)
 		{
-			out->reason = "no Lease; a standby does not take it";
+			out->reason = "no Lease; a standby does not create it";
 			return;
 		}
 		out->action = HAPG_ACT_CREATE;
@@ -116,13 +268,18 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 	}
 
 	mine = strcmp(l->holder, in->me) == 0;
-	expired = hapg_lease_expired(l, in->now_ms, &out->expires_in_ms);
 
-	if (mine)
+	/*
+	 * 4. My Lease: renew it, once per loop.  A standby named in a valid Lease
+	 * (a leader restarted as a standby, or a winner that has not promoted
+	 * yet) renews it and then promotes: only the compare-and-swap makes it
+	 * leader again.
+	 */
+	if (mine && (primary || !expired))
 	{
-		if (in->in_recovery)
+		if (in->starting)
 		{
-			out->reason = "Lease names me but I am a standby; not renewing";
+			out->reason = "still starting up";
 			return;
 		}
 		if (in->last_renew_sent_ms > 0)
@@ -130,39 +287,47 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 			int64_t		left = in->last_renew_sent_ms + ttl_ms - in->now_ms;
 
 			out->expires_in_ms = left > 0 ? left : 0;
-			out->renew_overdue = left <= 0;
 		}
 		out->role = HAPG_ROLE_LEADER;
 		/* an early wake-up must not add writes: one renewal per loop */
 		if (in->last_renew_sent_ms > 0 &&
 			in->now_ms - in->last_renew_sent_ms < in->renew_interval_ms * 9 / 10)
 		{
+			out->wake_in_ms = in->renew_interval_ms - (in->now_ms - in->last_renew_sent_ms);
 			out->reason = "Lease held; renewal not due yet";
 			return;
 		}
 		out->action = HAPG_ACT_RENEW;
-		out->reason = "renewing my Lease";
+		out->promote = !primary && !in->promoting;
+		out->reason = primary ? "renewing my Lease" :
+			in->promoting ? "renewing my Lease while promoting" :
+			"my Lease is still valid; renewing it and promoting";
 		return;
 	}
 
-	/* Someone else, or nobody, holds it. */
+	/* 5. Someone else's Lease, or nobody's. */
 	out->lost_lease = in->was_leader;
-	if (in->in_recovery)
+	if (primary)
 	{
-		out->reason = expired ? "Lease expired; standbys wait for failover"
-			: "following the Lease holder";
-		return;
-	}
-	if (expired)
-	{
+		/* a valid foreign Lease was handled in row 1 */
 		out->action = HAPG_ACT_ACQUIRE;
 		out->role = HAPG_ROLE_LEADER;
 		out->expires_in_ms = ttl_ms;
 		out->reason = l->holder[0] ? "Lease expired; taking it" : "Lease released; taking it";
 		return;
 	}
-	out->role = HAPG_ROLE_UNLEASED_PRIMARY;
-	out->reason = "another member holds a valid Lease";
+	if (in->starting)
+	{
+		out->reason = "still starting up";
+		return;
+	}
+	if (!expired)
+	{
+		out->wake_in_ms = out->expires_in_ms + 1;
+		out->reason = "following the Lease holder";
+		return;
+	}
+	decide_election(in, out);
 }
 
 /*
@@ -260,6 +425,12 @@ hapg_action_name(HapgAction action)
 			return "acquire";
 		case HAPG_ACT_RENEW:
 			return "renew";
+		case HAPG_ACT_CANDIDACY:
+			return "candidacy";
+		case HAPG_ACT_RELEASE:
+			return "release";
+		case HAPG_ACT_FENCE:
+			return "fence";
 		default:
 			return "none";
 	}

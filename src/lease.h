@@ -25,6 +25,19 @@ typedef struct HapgMemberPos
 	char		state[HAPG_WORD_LEN];
 } HapgMemberPos;
 
+#define HAPG_MAX_HISTORY 16
+
+/* One leader change, as kept in the Lease's hapg.io/history annotation. */
+typedef struct HapgHistoryEntry
+{
+	int			old_timeline;
+	int			new_timeline;
+	uint64_t	lsn;
+	char		reason[128];
+	char		time[40];
+	char		leader[HAPG_NAME_LEN];
+} HapgHistoryEntry;
+
 /* What this member is, as far as the cluster is concerned. */
 typedef enum HapgRole
 {
@@ -34,13 +47,16 @@ typedef enum HapgRole
 	HAPG_ROLE_UNLEASED_PRIMARY	/* primary without the Lease */
 } HapgRole;
 
-/* The write, if any, the decision asks for. */
+/* The action, if any, the decision asks for. */
 typedef enum HapgAction
 {
 	HAPG_ACT_NONE = 0,
 	HAPG_ACT_CREATE,			/* no Lease object: create one naming me */
 	HAPG_ACT_ACQUIRE,			/* expired or released Lease: CAS it to me */
-	HAPG_ACT_RENEW				/* my Lease: CAS a renewal */
+	HAPG_ACT_RENEW,				/* my Lease: CAS a renewal */
+	HAPG_ACT_CANDIDACY,			/* publish my position for this election */
+	HAPG_ACT_RELEASE,			/* give the Lease up at once (data dir lost) */
+	HAPG_ACT_FENCE				/* stop this primary: it must not take writes */
 } HapgAction;
 
 /* The Lease as this member last read it, plus when it saw it change. */
@@ -55,31 +71,66 @@ typedef struct HapgLeaseView
 	int64_t		observed_ms;	/* monotonic ms when this version was first seen */
 } HapgLeaseView;
 
+/* Another member's published position in the current election. */
+typedef struct HapgCandidate
+{
+	char		name[HAPG_NAME_LEN];
+	bool		published;		/* it published a candidacy for this term */
+	bool		eligible;
+	uint64_t	lsn;
+	uint32_t	timeline;
+	int			priority;
+} HapgCandidate;
+
 /* Everything the decision needs; filled by the worker, never read live. */
 typedef struct HapgDecisionInput
 {
 	int64_t		now_ms;			/* monotonic clock */
 	const char *me;				/* this member's name */
 	bool		in_recovery;	/* local server is a standby */
+	bool		starting;		/* still in start-up recovery */
 	bool		pod_exists;		/* my Pod exists: otherwise I take no part */
+	bool		datadir_ok;		/* the data directory is still there */
 	int			ttl_s;			/* hapg.ttl */
 	int			retry_timeout_s;	/* hapg.retry_timeout */
 	bool		was_leader;		/* I held the Lease after my last loop */
 	int64_t		last_renew_sent_ms; /* when my last successful write was sent */
 	int64_t		renew_interval_ms;	/* renew no more often than this (loop_wait) */
+	int64_t		fence_margin_ms;	/* fence this long before the Lease ends */
 	HapgLeaseView lease;
+
+	/* failover */
+	bool		promoting;		/* I won an election and asked to promote */
+	bool		nofailover;		/* hapg.nofailover */
+	int			priority;		/* hapg.failover_priority (0 = never) */
+	uint64_t	max_lag;		/* hapg.maximum_lag_on_failover, bytes */
+	uint64_t	my_lsn;
+	uint32_t	my_timeline;
+	bool		has_leader_lsn;	/* the Lease carries the leader's position */
+	uint64_t	leader_lsn;
+	uint32_t	leader_timeline;
+	const char *candidacy_term; /* term of my published candidacy, "" if none */
+	int64_t		candidacy_sent_ms;
+	int64_t		settle_ms;		/* how long to wait for others' candidacies */
+	int			ncand;
+	const HapgCandidate *cand;	/* the other members, except the old holder */
 } HapgDecisionInput;
 
 typedef struct HapgDecision
 {
 	HapgAction	action;
 	HapgRole	role;			/* role after the action succeeds */
+	bool		promote;		/* after ACQUIRE: promote this standby */
+	bool		eligible;		/* with CANDIDACY: may I be promoted? */
 	bool		lost_lease;		/* I was leader and someone else holds it now */
 	bool		renew_overdue;	/* I am leader but my last renewal is too old */
 	int64_t		expires_in_ms;	/* time left on the Lease as I judge it */
+	int64_t		wake_in_ms;		/* decide again after this long (-1: no wish) */
+	char		term[HAPG_RV_LEN];	/* election term: the expired Lease's version */
 	const char *reason;			/* short static explanation, for logs */
 } HapgDecision;
 
+extern bool hapg_candidate_better(const HapgCandidate *a, const HapgCandidate *b);
 extern bool hapg_lease_expired(const HapgLeaseView *lease, int64_t now_ms,
 							   int64_t *expires_in_ms);
 extern void hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out);
@@ -90,5 +141,6 @@ extern bool hapg_parse_lsn(const char *s, uint64_t *lsn);
 extern void hapg_format_lsn(uint64_t lsn, char *buf, int buflen);
 extern const char *hapg_role_name(HapgRole role);
 extern const char *hapg_action_name(HapgAction action);
+extern int64_t hapg_fence_margin_ms(int ttl_s);
 
 #endif							/* HAPG_LEASE_H */

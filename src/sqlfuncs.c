@@ -17,6 +17,7 @@
 
 PG_FUNCTION_INFO_V1(hapg_status);
 PG_FUNCTION_INFO_V1(hapg_members_internal);
+PG_FUNCTION_INFO_V1(hapg_history_internal);
 
 /* A text datum, or NULL for an empty string. */
 static Datum
@@ -122,6 +123,40 @@ hapg_members_internal(PG_FUNCTION_ARGS)
 		values[8] = TimestampTzGetDatum(m->last_seen);
 		nulls[8] = m->last_seen == 0;
 		values[9] = text_or_null(m->pod_role_label, &nulls[9]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* The cluster's leader changes, as kept in the Lease, oldest first. */
+Datum
+hapg_history_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HapgHistoryEntry *h;
+	int			n;
+	int			i;
+
+	hapg_shmem_attach();
+	InitMaterializedSRF(fcinfo, 0);
+	h = palloc(sizeof(HapgHistoryEntry) * HAPG_MAX_HISTORY);
+	LWLockAcquire(&hapg_shared->lock, LW_SHARED);
+	n = Min(hapg_shared->nhistory, HAPG_MAX_HISTORY);
+	memcpy(h, hapg_shared->history, sizeof(HapgHistoryEntry) * n);
+	LWLockRelease(&hapg_shared->lock);
+
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6];
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = Int32GetDatum(h[i].old_timeline);
+		values[1] = Int32GetDatum(h[i].new_timeline);
+		values[2] = LSNGetDatum(h[i].lsn);
+		values[3] = text_or_null(h[i].reason, &nulls[3]);
+		values[4] = text_or_null(h[i].time, &nulls[4]);
+		values[5] = text_or_null(h[i].leader, &nulls[5]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

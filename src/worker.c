@@ -16,6 +16,7 @@
 #include "kube.h"
 
 #include "miscadmin.h"
+#include "access/xlog.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -84,6 +85,18 @@ static bool wake_cycle;
 static bool pod_missing_logged;
 static char published_key[512];
 
+/* failover state */
+static bool promoting;			/* won the Lease as a standby, promotion asked */
+static int64 promote_asked_ms;
+static HapgHistoryEntry pending_history;	/* goes into the next Lease write */
+static bool have_pending_history;
+static char candidacy_term[HAPG_RV_LEN];	/* term of my published candidacy */
+static int64 candidacy_sent_ms;
+static uint64 candidacy_lsn;
+static bool fenced;				/* the postmaster was told to stop */
+static int64 decision_wake_ms;	/* the decision asked to run again at */
+static int64 not_streaming_since_ms;
+
 static bool api_ok;
 static char last_error[HAPG_MSG_LEN];
 static int64 logged_error_ms;
@@ -92,6 +105,8 @@ static int64 loop_count;
 static HapgLocalState local;
 
 static MemoryContext loop_cxt;
+
+static void sync_slots_as(bool leader);
 
 /*
  * Record an API problem for hapg_status() and log it without flooding: the
@@ -470,6 +485,9 @@ on_pod_event(void *arg pg_attribute_unused(), const char *type, json_object *obj
 	if (strcmp(p.name, cfg.member) == 0 &&
 		(strcmp(type, "DELETED") == 0) == (find_pod(p.name) != NULL))
 		wake_cycle = true;
+	/* another member spoke in the election we take part in */
+	if (candidacy_term[0] && p.has_candidacy && strcmp(p.cand_term, candidacy_term) == 0)
+		wake_cycle = true;
 	cache_pod(&p, strcmp(type, "DELETED") == 0);
 }
 
@@ -528,8 +546,10 @@ write_lease(const HapgDecision *d, int64 *sent_ms)
 	w.name = cfg.cluster;
 	w.namespace = cfg.namespace;
 	w.cluster = cfg.cluster;
-	w.holder = cfg.member;
+	w.holder = d->action == HAPG_ACT_RELEASE ? "" : cfg.member;
 	w.duration_s = cfg.ttl;
+	w.add_history = have_pending_history && pending_history.new_timeline > 0 &&
+		d->action == HAPG_ACT_RENEW ? &pending_history : NULL;
 	w.renew_time = now_str;
 	w.leader_lsn = local.lsn;
 	w.leader_timeline = local.timeline;
@@ -589,6 +609,9 @@ write_lease(const HapgDecision *d, int64 *sent_ms)
 static void
 fill_input(HapgDecisionInput *in, bool lease_known, bool pod_exists)
 {
+	static HapgCandidate election_peers[HAPG_MAX_MEMBERS];
+	int			i;
+
 	memset(in, 0, sizeof(*in));
 	in->now_ms = hapg_mono_ms();
 	in->me = cfg.member;
@@ -602,6 +625,134 @@ fill_input(HapgDecisionInput *in, bool lease_known, bool pod_exists)
 	in->lease = lease.info.view;
 	in->lease.known = lease_known;
 	in->lease.observed_ms = lease.observed_ms;
+	in->starting = local.starting;
+	in->datadir_ok = hapg_datadir_ok();
+	in->fence_margin_ms = hapg_fence_margin_ms(cfg.ttl);
+	in->promoting = promoting;
+	in->nofailover = hapg_nofailover;
+	in->priority = hapg_failover_priority;
+	in->max_lag = (uint64) hapg_maximum_lag_on_failover;
+	in->my_timeline = local.timeline;
+	in->has_leader_lsn = lease.info.has_leader_lsn;
+	in->leader_lsn = lease.info.leader_lsn;
+	in->leader_timeline = lease.info.leader_timeline;
+	in->candidacy_term = candidacy_term;
+	in->candidacy_sent_ms = candidacy_sent_ms;
+	/* rank on the position I published, as the others see it */
+	in->my_lsn = strcmp(candidacy_term, lease.info.view.resource_version) == 0 ?
+		candidacy_lsn : local.lsn;
+	in->settle_ms = Min(1000L, cfg.retry_timeout * 1000L / 2);
+	in->ncand = 0;
+	in->cand = election_peers;
+	for (i = 0; i < pods.n && in->ncand < HAPG_MAX_MEMBERS; i++)
+	{
+		const HapgPodInfo *p = &pods.pods[i];
+		HapgCandidate *c = &election_peers[in->ncand];
+
+		if (strcmp(p->name, cfg.member) == 0 ||
+			strcmp(p->name, lease.info.view.holder) == 0 || p->deleting)
+			continue;
+		memset(c, 0, sizeof(*c));
+		strlcpy(c->name, p->name, sizeof(c->name));
+		c->published = p->has_candidacy &&
+			strcmp(p->cand_term, lease.info.view.resource_version) == 0;
+		c->eligible = p->cand_eligible;
+		c->lsn = p->cand_lsn;
+		c->timeline = p->cand_timeline;
+		c->priority = p->cand_priority;
+		in->ncand++;
+	}
+}
+
+/* libpq connection string of the current Lease holder, or NULL. */
+static char *
+leader_conninfo(void)
+{
+	HapgPodInfo *p;
+
+	if (!lease.info.view.exists || lease.info.view.holder[0] == '\0' ||
+		strcmp(lease.info.view.holder, cfg.member) == 0)
+		return NULL;
+	p = find_pod(lease.info.view.holder);
+	if (p == NULL || p->connect_address[0] == '\0')
+		return NULL;
+	return hapg_leader_conninfo(p->connect_address);
+}
+
+/* Publish my position for this election on my Pod. */
+static bool
+publish_candidacy(const HapgDecision *d)
+{
+	char	   *patch = hapg_build_candidacy_patch(d->term, d->eligible, local.lsn,
+												   local.timeline, hapg_failover_priority);
+	KubeResponse r;
+	bool		ok = false;
+
+	if (patch == NULL)
+		return false;
+	if (kube_request("PATCH", psprintf("/api/v1/namespaces/%s/pods/%s", cfg.namespace, cfg.member),
+					 "application/merge-patch+json", patch, &r))
+	{
+		ok = r.status == 200;
+		if (!ok)
+			api_error("could not publish candidacy: %s", r.error);
+		kube_response_free(&r);
+	}
+	else
+		api_error("could not publish candidacy: %s", r.error);
+	free(patch);
+	if (ok)
+	{
+		char		lsn[32];
+
+		strlcpy(candidacy_term, d->term, sizeof(candidacy_term));
+		candidacy_sent_ms = hapg_mono_ms();
+		candidacy_lsn = local.lsn;
+		hapg_format_lsn(local.lsn, lsn, sizeof(lsn));
+		ereport(LOG,
+				(errmsg("hapg: the Lease held by \"%s\" expired; %s candidate at %s on timeline %u%s%s",
+						lease.info.view.holder[0] ? lease.info.view.holder : "(nobody)",
+						d->eligible ? "eligible" : "ineligible", lsn, local.timeline,
+						d->eligible ? "" : ": ", d->eligible ? "" : d->reason)));
+	}
+	return ok;
+}
+
+/* Ask the server to promote, and remember what to write into the history. */
+static void
+start_promotion(const char *reason, const char *old_holder)
+{
+	char		err[HAPG_MSG_LEN];
+
+	if (!hapg_request_promotion(err, sizeof(err)))
+	{
+		ereport(WARNING, (errmsg("hapg: could not promote: %s", err)));
+		return;
+	}
+	promoting = true;
+	promote_asked_ms = hapg_mono_ms();
+	memset(&pending_history, 0, sizeof(pending_history));
+	pending_history.old_timeline = local.timeline;
+	pending_history.lsn = local.lsn;
+	snprintf(pending_history.reason, sizeof(pending_history.reason), "%s%s%s",
+			 reason, old_holder[0] ? "; previous leader " : "", old_holder);
+	strlcpy(pending_history.leader, cfg.member, sizeof(pending_history.leader));
+	hapg_format_microtime(GetCurrentTimestamp() + ((int64) POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC,
+						  pending_history.time, sizeof(pending_history.time));
+	have_pending_history = true;
+	ereport(LOG, (errmsg("hapg: member \"%s\" holds the Lease and is promoting (%s)",
+						 cfg.member, reason)));
+}
+
+/* Stop this server, leaving it set up to return as a standby. */
+static void
+fence(const char *reason, bool immediate)
+{
+	char	   *source = leader_conninfo();
+
+	hapg_fence(reason, source, immediate);
+	fenced = true;
+	current_role = HAPG_ROLE_UNLEASED_PRIMARY;
 }
 
 /*
@@ -615,8 +766,10 @@ run_lease_protocol(bool pod_exists)
 	HapgDecision d;
 	int			attempt;
 	bool		lease_known = lease.valid;
+	char		old_holder[HAPG_NAME_LEN];
 
-	for (attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++)
+	decision_wake_ms = 0;
+	for (attempt = 0; attempt < MAX_CAS_ATTEMPTS + 1; attempt++)
 	{
 		long		status;
 		int64		sent_ms;
@@ -625,10 +778,39 @@ run_lease_protocol(bool pod_exists)
 		hapg_lease_decide(&in, &d);
 		if (d.action == HAPG_ACT_NONE)
 			break;
+		if (d.action == HAPG_ACT_FENCE)
+		{
+			if (d.lost_lease)
+				ereport(WARNING,
+						(errmsg("hapg: member \"%s\" lost the leader Lease \"%s\" to \"%s\"",
+								cfg.member, cfg.cluster, lease.info.view.holder)));
+			fence(d.reason, !in.datadir_ok);
+			return;
+		}
+		if (d.action == HAPG_ACT_CANDIDACY)
+		{
+			if (!publish_candidacy(&d))
+				break;
+			continue;			/* the others may all have spoken already */
+		}
+		strlcpy(old_holder, lease.info.view.holder, sizeof(old_holder));
+		/* a winner's slots must exist before its followers look for them */
+		if (d.promote)
+			sync_slots_as(true);
 		status = write_lease(&d, &sent_ms);
 		if (status == 200 || status == 201)
 		{
+			if (d.action == HAPG_ACT_RELEASE)
+			{
+				ereport(WARNING, (errmsg("hapg: released the leader Lease \"%s\": %s",
+										 cfg.cluster, d.reason)));
+				fence(d.reason, true);
+				return;
+			}
 			last_renew_sent_ms = sent_ms;
+			if (d.action == HAPG_ACT_RENEW && have_pending_history &&
+				pending_history.new_timeline > 0)
+				have_pending_history = false;	/* it is in the Lease now */
 			if (d.action != HAPG_ACT_RENEW || !was_leader)
 				ereport(LOG,
 						(errmsg("hapg: member \"%s\" %s the leader Lease \"%s\" (transitions %d)",
@@ -636,6 +818,9 @@ run_lease_protocol(bool pod_exists)
 								d.action == HAPG_ACT_CREATE ? "created and holds" :
 								d.action == HAPG_ACT_ACQUIRE ? "acquired" : "holds",
 								cfg.cluster, lease.info.view.transitions)));
+			hapg_mark_joined(cfg.cluster);
+			if (d.promote)
+				start_promotion(d.reason, strcmp(old_holder, cfg.member) == 0 ? "" : old_holder);
 			break;
 		}
 		if (status != 409)
@@ -658,28 +843,96 @@ run_lease_protocol(bool pod_exists)
 			break;
 		}
 	}
-	if (attempt == MAX_CAS_ATTEMPTS)
+	if (attempt > MAX_CAS_ATTEMPTS)
 	{
 		api_error("the Lease kept changing under %d compare-and-swap attempts", MAX_CAS_ATTEMPTS);
 		fill_input(&in, false, pod_exists);
 		hapg_lease_decide(&in, &d);
+	}
+	if (d.action == HAPG_ACT_FENCE)
+	{
+		fence(d.reason, !in.datadir_ok);
+		return;
 	}
 
 	if (d.lost_lease && was_leader)
 		ereport(WARNING,
 				(errmsg("hapg: member \"%s\" lost the leader Lease \"%s\" to \"%s\"",
 						cfg.member, cfg.cluster,
-						lease.info.view.holder[0] ? lease.info.view.holder : "(nobody)"),
-				 errdetail("This server is still a primary but no longer the cluster's leader.")));
-	if (d.renew_overdue)
-		ereport(WARNING,
-				(errmsg("hapg: member \"%s\" could not renew the leader Lease \"%s\" for %lld ms (ttl %ds): other members may take over",
-						cfg.member, cfg.cluster,
-						(long long) (in.now_ms - last_renew_sent_ms), cfg.ttl),
-				 errdetail("Last error: %s", last_error[0] ? last_error : "none")));
+						lease.info.view.holder[0] ? lease.info.view.holder : "(nobody)")));
+	if (d.wake_in_ms >= 0)
+		decision_wake_ms = in.now_ms + d.wake_in_ms;
 	was_leader = (d.role == HAPG_ROLE_LEADER);
 	current_role = d.role;
 	expires_in_ms = d.expires_in_ms;
+}
+
+/*
+ * A standby follows the Lease holder.  One that cannot stream from it
+ * because its timeline diverged (a former primary) asks the launcher to
+ * rewind it.
+ */
+static void
+follow_leader(void)
+{
+	char	   *conninfo;
+	char		slot[NAMEDATALEN];
+	int64		now = hapg_mono_ms();
+	int64		patience = Max(10000L, 2000L * cfg.ttl);
+
+	if (!local.in_recovery || local.starting || promoting || current_role == HAPG_ROLE_LEADER)
+	{
+		not_streaming_since_ms = 0;
+		return;
+	}
+	conninfo = leader_conninfo();
+	if (conninfo == NULL)
+		return;
+	if (hapg_use_slots)
+		hapg_slot_name(cfg.member, slot, sizeof(slot));
+	else
+		slot[0] = '\0';
+	if (hapg_follow(conninfo, slot))
+	{
+		ereport(LOG, (errmsg("hapg: following leader \"%s\" (%s)",
+							 lease.info.view.holder, conninfo)));
+		not_streaming_since_ms = now;
+		return;
+	}
+	if (local.streaming)
+	{
+		not_streaming_since_ms = 0;
+		return;
+	}
+	if (not_streaming_since_ms == 0)
+		not_streaming_since_ms = now;
+	if (lease.info.leader_timeline > (int) local.timeline &&
+		now - not_streaming_since_ms >= patience)
+	{
+		char	   *why = psprintf("cannot stream from leader \"%s\" on timeline %d for %lld s while on timeline %u",
+								   lease.info.view.holder, lease.info.leader_timeline,
+								   (long long) ((now - not_streaming_since_ms) / 1000), local.timeline);
+
+		ereport(WARNING, (errmsg("hapg: %s; stopping to rejoin through pg_rewind", why)));
+		hapg_fence(why, conninfo, false);
+		fenced = true;
+	}
+}
+
+/* Keep the slots a leader holds for its members, and none on a standby. */
+static void
+sync_slots_as(bool leader)
+{
+	char		(*names)[HAPG_NAME_LEN];
+	int			i;
+
+	if (!hapg_use_slots || !pods.valid || local.starting)
+		return;
+	names = palloc(sizeof(*names) * HAPG_MAX_MEMBERS);
+	for (i = 0; i < pods.n; i++)
+		strlcpy(names[i], pods.pods[i].name, HAPG_NAME_LEN);
+	hapg_sync_slots((const char (*)[HAPG_NAME_LEN]) names, pods.n, cfg.member,
+					leader, 30000L * cfg.ttl);
 }
 
 /* Patch our own Pod when its role label or published status is out of date. */
@@ -783,6 +1036,8 @@ publish_shared(void)
 	s->lsn = local.lsn;
 	s->leader_lsn = leader_lsn;
 
+	s->nhistory = Min(li->nhistory, HAPG_MAX_HISTORY);
+	memcpy(s->history, li->history, sizeof(HapgHistoryEntry) * s->nhistory);
 	s->nmembers = 0;
 	for (i = 0; i < pods.n && s->nmembers < HAPG_MAX_MEMBERS; i++)
 	{
@@ -845,6 +1100,27 @@ run_cycle(void)
 	api_ok = true;
 	last_error[0] = '\0';
 	hapg_read_local_state(&local);
+	if (fenced)
+	{
+		publish_shared();		/* the postmaster is shutting down */
+		return;
+	}
+	if (promoting && !local.in_recovery)
+	{
+		promoting = false;
+		pending_history.new_timeline = local.timeline;
+		ereport(LOG, (errmsg("hapg: promoted: member \"%s\" is the leader on timeline %u",
+							 cfg.member, local.timeline)));
+	}
+	else if (promoting && hapg_mono_ms() - promote_asked_ms > 30000)
+		ereport(WARNING, (errmsg("hapg: promotion asked for %lld s ago has not finished",
+								 (long long) (hapg_mono_ms() - promote_asked_ms) / 1000)));
+
+	/* a leader's requests must all end before its fence deadline */
+	if (was_leader && !local.in_recovery && last_renew_sent_ms > 0)
+		kube_set_deadline(last_renew_sent_ms + cfg.ttl * 1000L - hapg_fence_margin_ms(cfg.ttl));
+	else
+		kube_set_deadline(0);
 
 	if (!pods.valid || !kube_watch_active(pod_watch))
 		list_pods();
@@ -859,6 +1135,13 @@ run_cycle(void)
 	{
 		if (read_lease())
 			lease_event_ms = hapg_mono_ms();
+	}
+	else if (local.in_recovery && lease.info.view.exists &&
+			 hapg_lease_expired(&lease.info.view, hapg_mono_ms(), NULL))
+	{
+		/* an election is only started from a Lease read just now */
+		lease.info.view.observed_ms = lease.observed_ms;
+		read_lease();
 	}
 
 	me = pods.valid ? find_pod(cfg.member) : NULL;
@@ -882,7 +1165,18 @@ run_cycle(void)
 	if (!pods.valid)
 		pod_exists = !pod_missing_logged;
 
+	if (lease.valid && pod_exists)
+		hapg_mark_joined(cfg.cluster);
+
 	run_lease_protocol(pod_exists);
+	if (fenced)
+	{
+		publish_shared();
+		return;
+	}
+	follow_leader();
+	if (!promoting)
+		sync_slots_as(current_role == HAPG_ROLE_LEADER && !local.in_recovery);
 	/* a server still starting up has nothing stable to publish yet */
 	if (me != NULL && !local.starting)
 		publish_pod(me);
@@ -981,16 +1275,32 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 			publish_shared();	/* watch events may have changed members */
 
 		timeout = next_cycle - now;
-		/* a primary without the Lease wakes the instant it would expire */
-		if (!local.in_recovery && current_role != HAPG_ROLE_LEADER &&
-			lease.info.view.exists && lease.info.view.duration_s > 0)
+		/* the decision's own wake-up: Lease expiry, election, fence time */
+		if (decision_wake_ms > 0)
 		{
-			int64		expiry = lease.observed_ms + lease.info.view.duration_s * 1000L + 1;
-
-			if (expiry > now && expiry - now < timeout)
-				timeout = expiry - now;
+			if (decision_wake_ms <= now)
+			{
+				decision_wake_ms = 0;
+				wake_cycle = true;
+				timeout = 0;
+			}
+			else if (decision_wake_ms - now < timeout)
+				timeout = decision_wake_ms - now;
 		}
+		if (promoting)
+			timeout = Min(timeout, 20L);
 		wait_for_work(Min(timeout, 1000L));
+		if (promoting && !RecoveryInProgress())
+			wake_cycle = true;	/* writable now: publish the new leader at once */
+
+		/*
+		 * Every wake-up, even the first after this process was stalled,
+		 * checks whether a leader must fence now.
+		 */
+		if (was_leader && !fenced && last_renew_sent_ms > 0 &&
+			(hapg_mono_ms() >= last_renew_sent_ms + cfg.ttl * 1000L - hapg_fence_margin_ms(cfg.ttl) ||
+			 !hapg_datadir_ok()))
+			wake_cycle = true;
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_cxt);
 	}

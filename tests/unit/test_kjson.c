@@ -274,6 +274,83 @@ TEST(members_json_round_trip)
 	free(s);
 }
 
+TEST(candidacy_round_trip)
+{
+	char	   *patch = hapg_build_candidacy_patch("42", true, 0x5000028, 2, 7);
+	json_object *o = parse(patch);
+	HapgPodInfo p;
+	char		err[256];
+
+	json_object_object_add(json_object_object_get(o, "metadata"), "name",
+						   json_object_new_string("pg-2"));
+	CHECK(hapg_parse_pod(o, "role", &p, err, sizeof(err)));
+	CHECK(p.has_candidacy);
+	CHECK_STR(p.cand_term, "42");
+	CHECK(p.cand_eligible);
+	CHECK(p.cand_lsn == 0x5000028);
+	CHECK(p.cand_timeline == 2);
+	CHECK(p.cand_priority == 7);
+	json_object_put(o);
+	free(patch);
+
+	o = parse("{\"metadata\":{\"name\":\"x\",\"annotations\":{\"hapg.io/candidacy\":\"{\\\"term\\\":\\\"1\\\"}\"}}}");
+	CHECK(o != NULL);
+	CHECK(hapg_parse_pod(o, "role", &p, err, sizeof(err)));
+	CHECK(!p.has_candidacy);	/* no lsn: not a usable candidacy */
+	json_object_put(o);
+}
+
+/* History survives renewals, grows by one per leader change, and is bounded. */
+TEST(history_append_and_bound)
+{
+	json_object *o = parse(LEASE);
+	HapgLeaseWrite w;
+	HapgHistoryEntry h;
+	HapgLeaseInfo li;
+	char		err[256];
+	int			i;
+
+	memset(&w, 0, sizeof(w));
+	w.name = w.namespace = w.cluster = "c1";
+	w.resource_version = "77";
+	w.holder = "pg-1";
+	w.renew_time = "2026-11-22T05:00:10.000000Z";
+	memset(&h, 0, sizeof(h));
+	for (i = 0; i < HAPG_MAX_HISTORY + 3; i++)
+	{
+		char	   *body;
+
+		h.old_timeline = i + 1;
+		h.new_timeline = i + 2;
+		h.lsn = 0x1000 * (i + 1);
+		snprintf(h.reason, sizeof(h.reason), "failover %d", i);
+		strcpy(h.leader, "pg-1");
+		strcpy(h.time, "2026-11-22T05:00:10Z");
+		w.add_history = &h;
+		body = hapg_build_lease(o, &w);
+		json_object_put(o);
+		o = parse(body);
+		free(body);
+	}
+	CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK(li.nhistory == HAPG_MAX_HISTORY);
+	CHECK(li.history[HAPG_MAX_HISTORY - 1].new_timeline == HAPG_MAX_HISTORY + 4);
+	CHECK_STR(li.history[0].reason, "failover 3");
+	CHECK(li.history[0].lsn == 0x4000);
+	/* a renewal without a new entry keeps it */
+	w.add_history = NULL;
+	{
+		char	   *body = hapg_build_lease(o, &w);
+
+		json_object_put(o);
+		o = parse(body);
+		free(body);
+	}
+	CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK(li.nhistory == HAPG_MAX_HISTORY);
+	json_object_put(o);
+}
+
 TEST(microtime)
 {
 	char		buf[40];
@@ -297,5 +374,7 @@ run_kjson_tests(void)
 	RUN(status_message);
 	RUN(build_lease_preserves_foreign_fields);
 	RUN(members_json_round_trip);
+	RUN(candidacy_round_trip);
+	RUN(history_append_and_bound);
 	RUN(microtime);
 }

@@ -12,6 +12,12 @@ base_input(const char *holder, int64_t observed_ms, int64_t now_ms)
 	in.now_ms = now_ms;
 	in.me = "pg-0";
 	in.pod_exists = true;
+	in.datadir_ok = true;
+	in.fence_margin_ms = 2000;
+	in.priority = 1;
+	in.max_lag = 1024 * 1024;
+	in.candidacy_term = "";
+	in.settle_ms = 1000;
 	in.ttl_s = 30;
 	in.retry_timeout_s = 10;
 	in.lease.known = true;
@@ -35,7 +41,7 @@ TEST(primary_creates_missing_lease)
 	CHECK(d.role == HAPG_ROLE_LEADER);
 }
 
-TEST(standby_never_takes_lease)
+TEST(standby_never_creates_lease)
 {
 	HapgDecisionInput in = base_input(NULL, 0, 1000);
 	HapgDecision d;
@@ -44,23 +50,30 @@ TEST(standby_never_takes_lease)
 	hapg_lease_decide(&in, &d);
 	CHECK(d.action == HAPG_ACT_NONE);
 	CHECK(d.role == HAPG_ROLE_REPLICA);
+}
 
-	in = base_input("pg-1", 0, 999999);	/* long expired */
+TEST(standby_follows_valid_lease)
+{
+	HapgDecisionInput in = base_input("pg-1", 10000, 20000);
+	HapgDecision d;
+
 	in.in_recovery = true;
 	hapg_lease_decide(&in, &d);
 	CHECK(d.action == HAPG_ACT_NONE);
 	CHECK(d.role == HAPG_ROLE_REPLICA);
+	/* it asks to be woken the instant the Lease would expire */
+	CHECK(d.wake_in_ms == 20001);
 }
 
-TEST(valid_foreign_lease_is_respected)
+/* A primary that sees someone else's valid Lease must stop taking writes. */
+TEST(primary_fences_on_foreign_valid_lease)
 {
 	HapgDecisionInput in = base_input("pg-1", 10000, 10000 + 29999);
 	HapgDecision d;
 
 	hapg_lease_decide(&in, &d);
-	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(d.action == HAPG_ACT_FENCE);
 	CHECK(d.role == HAPG_ROLE_UNLEASED_PRIMARY);
-	CHECK(d.expires_in_ms == 1);
 	CHECK(!d.lost_lease);
 }
 
@@ -139,32 +152,50 @@ TEST(renewal_at_most_once_per_loop)
 	CHECK(d.action == HAPG_ACT_RENEW);
 }
 
-TEST(own_lease_on_standby_is_not_renewed)
+/* A leader restarted as a standby keeps its Lease only through a CAS, then promotes. */
+TEST(standby_holding_valid_lease_renews_then_promotes)
 {
 	HapgDecisionInput in = base_input("pg-0", 10000, 12000);
 	HapgDecision d;
 
 	in.in_recovery = true;
 	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_RENEW);
+	CHECK(d.promote);
+	CHECK(d.role == HAPG_ROLE_LEADER);
+
+	/* once promotion was asked for, it only keeps renewing */
+	in.promoting = true;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_RENEW);
+	CHECK(!d.promote);
+
+	/* but not while still starting up */
+	in.promoting = false;
+	in.starting = true;
+	hapg_lease_decide(&in, &d);
 	CHECK(d.action == HAPG_ACT_NONE);
-	CHECK(d.role == HAPG_ROLE_REPLICA);
 }
 
-TEST(leader_that_sees_other_holder_lost_it)
+TEST(leader_that_sees_other_holder_fences_at_once)
 {
 	HapgDecisionInput in = base_input("pg-2", 10000, 11000);
 	HapgDecision d;
 
 	in.was_leader = true;
+	in.last_renew_sent_ms = 10500;
 	hapg_lease_decide(&in, &d);
 	CHECK(d.lost_lease);
-	CHECK(d.action == HAPG_ACT_NONE);
-	CHECK(d.role == HAPG_ROLE_UNLEASED_PRIMARY);
+	CHECK(d.action == HAPG_ACT_FENCE);
 }
 
-TEST(api_down_leader_keeps_role_until_ttl_from_last_renewal)
+/*
+ * The fence deadline counts from when the last successful renewal was sent,
+ * minus the margin, and holds whether or not the API answers.
+ */
+TEST(leader_fences_before_lease_runs_out)
 {
-	HapgDecisionInput in = base_input("pg-0", 10000, 10000 + 29999);
+	HapgDecisionInput in = base_input("pg-0", 10000, 10000 + 27999);
 	HapgDecision d;
 
 	in.lease.known = false;
@@ -173,12 +204,37 @@ TEST(api_down_leader_keeps_role_until_ttl_from_last_renewal)
 	hapg_lease_decide(&in, &d);
 	CHECK(d.action == HAPG_ACT_NONE);
 	CHECK(d.role == HAPG_ROLE_LEADER);
-	CHECK(!d.renew_overdue);
+	CHECK(d.wake_in_ms == 1);	/* wakes exactly at the deadline */
 
-	in.now_ms = 10000 + 30000;
+	in.now_ms = 10000 + 28000;
 	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
 	CHECK(d.renew_overdue);
-	CHECK(d.role == HAPG_ROLE_UNLEASED_PRIMARY);
+
+	/* the API answering that the Lease is still mine changes nothing */
+	in.lease.known = true;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
+}
+
+TEST(data_dir_gone)
+{
+	HapgDecisionInput in = base_input("pg-0", 10000, 11000);
+	HapgDecision d;
+
+	in.was_leader = true;
+	in.last_renew_sent_ms = 10000;
+	in.datadir_ok = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_RELEASE);
+	in.was_leader = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
+	/* a standby has nothing to release or fence */
+	in.in_recovery = true;
+	in.lease.holder[0] = 'x';
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action != HAPG_ACT_RELEASE && d.action != HAPG_ACT_FENCE);
 }
 
 TEST(api_down_non_leader_does_nothing)
@@ -201,6 +257,158 @@ TEST(member_without_pod_takes_no_part)
 	hapg_lease_decide(&in, &d);
 	CHECK(d.action == HAPG_ACT_NONE);
 	CHECK(d.role == HAPG_ROLE_UNKNOWN);
+}
+
+/* A standby whose leader's Lease expired, with two peers. */
+static HapgDecisionInput
+election_input(HapgCandidate *cand)
+{
+	HapgDecisionInput in = base_input("pg-0", 10000, 40000);
+
+	in.me = "pg-1";
+	in.in_recovery = true;
+	in.my_lsn = 0x5000;
+	in.my_timeline = 1;
+	in.has_leader_lsn = true;
+	in.leader_lsn = 0x5000;
+	in.leader_timeline = 1;
+	memset(cand, 0, 2 * sizeof(HapgCandidate));
+	strcpy(cand[0].name, "pg-2");
+	cand[0].priority = 1;
+	cand[0].timeline = 1;
+	in.ncand = 1;
+	in.cand = cand;
+	return in;
+}
+
+TEST(election_starts_with_candidacy)
+{
+	HapgCandidate cand[2];
+	HapgDecisionInput in = election_input(cand);
+	HapgDecision d;
+
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_CANDIDACY);
+	CHECK(d.eligible);
+	CHECK_STR(d.term, "42");
+
+	/* a released Lease starts an election too, without waiting */
+	in = election_input(cand);
+	in.lease.holder[0] = '\0';
+	in.now_ms = 10001;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_CANDIDACY);
+}
+
+TEST(election_waits_for_peers_then_takes_over)
+{
+	HapgCandidate cand[2];
+	HapgDecisionInput in = election_input(cand);
+	HapgDecision d;
+
+	in.candidacy_term = "42";
+	in.candidacy_sent_ms = 40000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);	/* pg-2 has not spoken yet */
+	CHECK(d.wake_in_ms == 1000);
+	in.now_ms = 41000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);	/* settle time over */
+	CHECK(d.promote);
+
+	/* once every peer has spoken there is no need to wait */
+	in.now_ms = 40010;
+	cand[0].published = true;
+	cand[0].eligible = true;
+	cand[0].lsn = 0x4000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);
+}
+
+TEST(healthiest_wins)
+{
+	HapgCandidate cand[2];
+	HapgDecisionInput in = election_input(cand);
+	HapgDecision d;
+
+	in.candidacy_term = "42";
+	in.candidacy_sent_ms = 40000;
+	in.now_ms = 40010;
+	cand[0].published = true;
+	cand[0].eligible = true;
+	cand[0].lsn = 0x6000;		/* pg-2 is further ahead */
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(strstr(d.reason, "healthier") != NULL);
+	/* an ineligible peer further ahead does not count */
+	cand[0].eligible = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);
+	/* a healthier peer that never takes the Lease is passed over in time */
+	cand[0].eligible = true;
+	in.now_ms = 40000 + 1000 + 10000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);
+}
+
+TEST(ties_broken_by_priority_then_name)
+{
+	HapgCandidate a,
+				b;
+
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	strcpy(a.name, "pg-1");
+	strcpy(b.name, "pg-2");
+	a.lsn = b.lsn = 100;
+	a.timeline = b.timeline = 1;
+	a.priority = b.priority = 1;
+	CHECK(hapg_candidate_better(&a, &b));
+	CHECK(!hapg_candidate_better(&b, &a));
+	b.priority = 5;
+	CHECK(hapg_candidate_better(&b, &a));
+	a.lsn = 101;
+	CHECK(hapg_candidate_better(&a, &b));
+	b.timeline = 2;
+	CHECK(hapg_candidate_better(&b, &a));
+}
+
+TEST(ineligible_members_publish_but_never_take)
+{
+	HapgCandidate cand[2];
+	HapgDecisionInput in;
+	HapgDecision d;
+	int			k;
+
+	for (k = 0; k < 4; k++)
+	{
+		in = election_input(cand);
+		if (k == 0)
+			in.nofailover = true;
+		else if (k == 1)
+			in.priority = 0;
+		else if (k == 2)
+		{
+			in.leader_lsn = 0x20000000;
+			in.my_lsn = 0x20000000 - 1024 * 1024 - 1;	/* lag beyond the limit */
+		}
+		else
+			in.leader_timeline = 2;
+		hapg_lease_decide(&in, &d);
+		CHECK(d.action == HAPG_ACT_CANDIDACY);
+		CHECK(!d.eligible);
+		in.candidacy_term = "42";
+		in.candidacy_sent_ms = 40000;
+		in.now_ms = 90000;
+		hapg_lease_decide(&in, &d);
+		CHECK(d.action == HAPG_ACT_NONE);
+	}
+	/* lag exactly at the limit is still eligible */
+	in = election_input(cand);
+	in.leader_lsn = 0x20000000;
+	in.my_lsn = 0x20000000 - 1024 * 1024;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.eligible);
 }
 
 TEST(timing_rule)
@@ -246,18 +454,25 @@ void
 run_lease_tests(void)
 {
 	RUN(primary_creates_missing_lease);
-	RUN(standby_never_takes_lease);
-	RUN(valid_foreign_lease_is_respected);
+	RUN(standby_never_creates_lease);
+	RUN(standby_follows_valid_lease);
+	RUN(primary_fences_on_foreign_valid_lease);
 	RUN(expired_lease_is_taken_exactly_at_expiry);
 	RUN(expiry_uses_observation_time_only);
 	RUN(released_lease_is_taken_at_once);
 	RUN(own_lease_is_renewed);
 	RUN(renewal_at_most_once_per_loop);
-	RUN(own_lease_on_standby_is_not_renewed);
-	RUN(leader_that_sees_other_holder_lost_it);
-	RUN(api_down_leader_keeps_role_until_ttl_from_last_renewal);
+	RUN(standby_holding_valid_lease_renews_then_promotes);
+	RUN(leader_that_sees_other_holder_fences_at_once);
+	RUN(leader_fences_before_lease_runs_out);
+	RUN(data_dir_gone);
 	RUN(api_down_non_leader_does_nothing);
 	RUN(member_without_pod_takes_no_part);
+	RUN(election_starts_with_candidacy);
+	RUN(election_waits_for_peers_then_takes_over);
+	RUN(healthiest_wins);
+	RUN(ties_broken_by_priority_then_name);
+	RUN(ineligible_members_publish_but_never_take);
 	RUN(timing_rule);
 	RUN(member_names);
 	RUN(lsn_round_trip);
