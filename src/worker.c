@@ -30,6 +30,7 @@
 #define WATCH_TIMEOUT_S 240
 #define ERROR_LOG_INTERVAL_MS (60 * 1000)
 #define MAX_CAS_ATTEMPTS 3
+#define STREAM_LOSS_GRACE_MS 2000	/* a WAL receiver restart is not news */
 
 /* Settings in force (the last valid combination). */
 typedef struct Settings
@@ -948,6 +949,29 @@ publish_pod(HapgPodInfo *pod)
 	KubeResponse r;
 	char		err[HAPG_MSG_LEN];
 	json_object *obj;
+
+	static int64 stream_lost_ms = 0;
+
+	/*
+	 * A WAL receiver restarting (after a reload, or to switch timelines)
+	 * stops streaming for a moment: publish that only once it lasts.
+	 */
+	if (local.in_recovery && !local.streaming && strcmp(pod->state, "streaming") == 0 &&
+		strcmp(published_key, "") != 0 && current_role != HAPG_ROLE_LEADER)
+	{
+		int64		now = hapg_mono_ms();
+
+		if (stream_lost_ms == 0)
+			stream_lost_ms = now;
+		if (now - stream_lost_ms < STREAM_LOSS_GRACE_MS)
+		{
+			if (decision_wake_ms == 0 || decision_wake_ms > stream_lost_ms + STREAM_LOSS_GRACE_MS)
+				decision_wake_ms = stream_lost_ms + STREAM_LOSS_GRACE_MS;
+			return;
+		}
+	}
+	else
+		stream_lost_ms = 0;
 
 	if (current_role == HAPG_ROLE_LEADER && !local.in_recovery)
 		label = "primary";
