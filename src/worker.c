@@ -83,6 +83,7 @@ static int64 expires_in_ms;
 static bool wake_cycle;
 static bool pod_missing_logged;
 static char published_key[512];
+static char unleased_logged_holder[HAPG_NAME_LEN];	/* logged "held by" for */
 
 static bool api_ok;
 static char last_error[HAPG_MSG_LEN];
@@ -629,6 +630,7 @@ run_lease_protocol(bool pod_exists)
 		if (status == 200 || status == 201)
 		{
 			last_renew_sent_ms = sent_ms;
+			d.renew_overdue = false;	/* renewed after all */
 			if (d.action != HAPG_ACT_RENEW || !was_leader)
 				ereport(LOG,
 						(errmsg("hapg: member \"%s\" %s the leader Lease \"%s\" (transitions %d)",
@@ -677,6 +679,17 @@ run_lease_protocol(bool pod_exists)
 						cfg.member, cfg.cluster,
 						(long long) (in.now_ms - last_renew_sent_ms), cfg.ttl),
 				 errdetail("Last error: %s", last_error[0] ? last_error : "none")));
+	if (d.role == HAPG_ROLE_UNLEASED_PRIMARY && lease.info.view.exists &&
+		strcmp(lease.info.view.holder, unleased_logged_holder) != 0)
+	{
+		ereport(WARNING,
+				(errmsg("hapg: member \"%s\" is a primary but the leader Lease \"%s\" is held by \"%s\"",
+						cfg.member, cfg.cluster, lease.info.view.holder),
+				 errdetail("%s.", d.reason)));
+		strlcpy(unleased_logged_holder, lease.info.view.holder, sizeof(unleased_logged_holder));
+	}
+	else if (d.role != HAPG_ROLE_UNLEASED_PRIMARY)
+		unleased_logged_holder[0] = '\0';
 	was_leader = (d.role == HAPG_ROLE_LEADER);
 	current_role = d.role;
 	expires_in_ms = d.expires_in_ms;
