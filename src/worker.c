@@ -745,6 +745,17 @@ start_promotion(const char *reason, const char *old_holder)
 						 cfg.member, reason)));
 }
 
+/* The fence reason for the log, naming the holder when there is one. */
+static const char *
+fence_reason(const HapgDecision *d)
+{
+	if (lease.info.view.exists && lease.info.view.holder[0] &&
+		strcmp(lease.info.view.holder, cfg.member) != 0)
+		return psprintf("%s: the leader Lease \"%s\" is held by \"%s\"",
+						d->reason, cfg.cluster, lease.info.view.holder);
+	return d->reason;
+}
+
 /* Stop this server, leaving it set up to return as a standby. */
 static void
 fence(const char *reason, bool immediate)
@@ -785,7 +796,7 @@ run_lease_protocol(bool pod_exists)
 				ereport(WARNING,
 						(errmsg("hapg: member \"%s\" lost the leader Lease \"%s\" to \"%s\"",
 								cfg.member, cfg.cluster, lease.info.view.holder)));
-			fence(d.reason, !in.datadir_ok);
+			fence(fence_reason(&d), !in.datadir_ok);
 			return;
 		}
 		if (d.action == HAPG_ACT_CANDIDACY)
@@ -852,7 +863,7 @@ run_lease_protocol(bool pod_exists)
 	}
 	if (d.action == HAPG_ACT_FENCE)
 	{
-		fence(d.reason, !in.datadir_ok);
+		fence(fence_reason(&d), !in.datadir_ok);
 		return;
 	}
 

@@ -1,0 +1,40 @@
+#!/bin/bash
+# Installs what hapg needs to build, test and demo on Debian 12 (as root).
+# Sourced by scripts/demo.sh and scripts/test.sh; runs apt-get only when a
+# package is missing.  kubectl is not in Debian 12: it is optional (checked,
+# never installed).
+HAPG_DEBS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
+           pkg-config make gcc python3 python3-psycopg2 python3-pytest patroni openssl
+           procps)
+
+hapg_install_deps() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "hapg: run this as root (it installs packages and runs PostgreSQL as user postgres)" >&2
+        return 1
+    fi
+    local missing=() p
+    for p in "${HAPG_DEBS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "hapg: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q || return 1
+        apt-get install -y -q --no-install-recommends "${missing[@]}" || return 1
+    else
+        echo "hapg: build/test packages already installed"
+    fi
+    # the Debian package starts a default cluster on 5432; it is not used here
+    if ! command -v kubectl >/dev/null 2>&1; then
+        echo "hapg: NOTE: kubectl is not installed (it is not in Debian 12)." >&2
+        echo "hapg:       tests/double's kubectl checks need it; everything else works without it." >&2
+    fi
+    if ! id postgres >/dev/null 2>&1; then
+        echo "hapg: user postgres is missing (postgresql-15 should have created it)" >&2
+        return 1
+    fi
+    return 0
+}
+
+# /usr/bin/python3 is Debian's (with psycopg2 and pytest)
+export HAPG_PY=/usr/bin/python3

@@ -1,0 +1,167 @@
+#!/bin/bash
+# hapg's whole test suite, as root on Debian 12:
+#   1. installs the dependencies (apt-get, only when missing), builds and
+#      installs the extension (make && make install)
+#   2. C unit tests         make -C tests/unit check
+#   3. pg_regress           make regress-temp (temp instance, as user postgres)
+#   4. the API double       pytest tests/double
+#   5. multi-node tests     pytest tests/test_*.py
+# Prints each part's result and a last line "N passed, N failed" summing all
+# parts; exits non-zero if anything failed.
+#
+# Environment: HAPG_TEST_ONLY="unit regress double cluster" (subset of parts),
+# PYTEST_ARGS (extra pytest arguments, e.g. "-k outage"), HAPG_KEEP=1 (keep
+# cluster files even on success).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$ROOT/scripts/deps.sh"
+export PYTHONDONTWRITEBYTECODE=1
+ONLY="${HAPG_TEST_ONLY:-unit regress double cluster}"
+OUT="$(mktemp -d /tmp/hapg-test-XXXXXX)"
+chmod 755 "$OUT"
+TOTAL_P=0
+TOTAL_F=0
+SUMMARY=()
+
+record() {  # name passed failed [note]
+    TOTAL_P=$((TOTAL_P + $2))
+    TOTAL_F=$((TOTAL_F + $3))
+    SUMMARY+=("$(printf '%-10s %4d passed, %4d failed%s' "$1" "$2" "$3" "${4:+  ($4)}")")
+    echo "== $1: $2 passed, $3 failed${4:+ ($4)}"
+}
+
+want() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# junit XML -> "passed failed skipped"
+junit_counts() {
+    "$HAPG_PY" - "$1" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print("0 1 0"); sys.exit()
+suites = [root] if root.tag == 'testsuite' else root.findall('testsuite')
+t = f = e = s = 0
+for x in suites:
+    t += int(x.get('tests', 0)); f += int(x.get('failures', 0))
+    e += int(x.get('errors', 0)); s += int(x.get('skipped', 0))
+print(t - f - e - s, f + e, s)
+PY
+}
+
+run_pytest() {  # name junit-file timeout args...
+    local name="$1" xml="$2" tmo="$3"; shift 3
+    local rc=0
+    # shellcheck disable=SC2086
+    timeout -k 30 "$tmo" "$HAPG_PY" -m pytest -p no:cacheprovider -v -rfE --junitxml="$xml" \
+        ${PYTEST_ARGS:-} "$@" || rc=$?
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        read -r p f s < <(junit_counts "$xml")
+        record "$name" "$p" "$((f + 1))" "timed out after ${tmo}s"
+        return
+    fi
+    if [ "$rc" = 5 ]; then
+        record "$name" 0 1 "pytest collected no tests"
+        return
+    fi
+    read -r p f s < <(junit_counts "$xml")
+    if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
+    record "$name" "$p" "$f" "${s} skipped, pytest exit $rc"
+}
+
+cd "$ROOT" || exit 1
+echo "== hapg test suite (logs and reports in $OUT)"
+if ! hapg_install_deps; then
+    record deps 0 1 "could not install the dependencies"
+fi
+
+# ------------------------------------------------------------------ build
+BUILD_OK=1
+echo "== build: make && make install"
+if make -C "$ROOT" >"$OUT/build.log" 2>&1 && make -C "$ROOT" install >>"$OUT/build.log" 2>&1; then
+    record build 0 0 "ok"
+else
+    BUILD_OK=0
+    tail -n 40 "$OUT/build.log"
+    record build 0 1 "see $OUT/build.log"
+fi
+
+# ------------------------------------------------------------------ unit
+if want unit; then
+    echo "== unit: make -C tests/unit check"
+    if [ -f "$ROOT/tests/unit/Makefile" ]; then
+        timeout -k 10 600 make -C "$ROOT/tests/unit" check 2>&1 | tee "$OUT/unit.log"
+        rc=${PIPESTATUS[0]}
+        line="$(grep -oE '(^|[[:space:]])[0-9]+ passed, [0-9]+ failed' "$OUT/unit.log" | tail -n 1)"
+        if [ -n "$line" ]; then
+            p="$(awk '{print $1}' <<<"$line")"
+            f="$(awk '{print $3}' <<<"$line")"
+            [ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+            record unit "$p" "$f" "make exit $rc"
+        else
+            record unit 0 1 "no 'N passed, N failed' line; make exit $rc"
+        fi
+    else
+        record unit 0 1 "tests/unit/Makefile is missing"
+    fi
+fi
+
+# ------------------------------------------------------------------ pg_regress
+if want regress; then
+    echo "== regress: pg_regress on a temporary instance, as user postgres"
+    RT="$(mktemp -d /tmp/hapg-regress-XXXXXX)"
+    tar -C "$ROOT" --exclude=.git -cf - . | tar -C "$RT" -xf -
+    chown -R postgres:postgres "$RT"
+    rc=0
+    if grep -qE '^regress-temp:' "$ROOT/Makefile" 2>/dev/null; then
+        timeout -k 10 900 runuser -u postgres -- make -C "$RT" regress-temp >"$OUT/regress.log" 2>&1 || rc=$?
+    elif [ -f "$ROOT/Makefile" ]; then
+        # fallback: installcheck against a temporary instance
+        timeout -k 10 900 runuser -u postgres -- make -C "$RT" installcheck \
+            EXTRA_REGRESS_OPTS="--temp-instance=$RT/tmp_check" >"$OUT/regress.log" 2>&1 || rc=$?
+    else
+        echo "no Makefile" >"$OUT/regress.log"; rc=2
+    fi
+    cat "$OUT/regress.log"
+    # pg_regress: "All N tests passed." or "N of M tests failed."
+    if m="$(grep -oE 'All [0-9]+ tests passed' "$OUT/regress.log" | tail -n 1)" && [ -n "$m" ]; then
+        p="$(grep -oE '[0-9]+' <<<"$m")"; f=0
+    elif m="$(grep -oE '[0-9]+ of [0-9]+ tests failed' "$OUT/regress.log" | tail -n 1)" && [ -n "$m" ]; then
+        f="$(awk '{print $1}' <<<"$m")"; n="$(awk '{print $3}' <<<"$m")"; p=$((n - f))
+    else
+        p=0; f=1
+    fi
+    [ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+    if [ -f "$RT/regression.diffs" ] && [ -s "$RT/regression.diffs" ]; then
+        cp "$RT/regression.diffs" "$OUT/"
+        head -n 80 "$RT/regression.diffs"
+    fi
+    record regress "$p" "$f" "make exit $rc"
+    rm -rf "$RT"
+fi
+
+# ------------------------------------------------------------------ the double
+if want double; then
+    echo "== double: pytest tests/double"
+    if [ -d "$ROOT/tests/double" ]; then
+        run_pytest double "$OUT/double.xml" 1200 "$ROOT/tests/double"
+    else
+        record double 0 1 "tests/double is missing"
+    fi
+fi
+
+# ------------------------------------------------------------------ multi-node
+if want cluster; then
+    echo "== cluster: pytest tests/test_*.py (PostgreSQL 15 + hapg on the double)"
+    if [ "$BUILD_OK" = 1 ]; then
+        run_pytest cluster "$OUT/cluster.xml" 1800 "$ROOT"/tests/test_*.py
+    else
+        record cluster 0 1 "not run: the build failed"
+    fi
+fi
+
+echo
+echo "== summary"
+for s in "${SUMMARY[@]}"; do echo "   $s"; done
+echo "$TOTAL_P passed, $TOTAL_F failed"
+[ "$TOTAL_F" = 0 ]

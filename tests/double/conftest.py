@@ -1,0 +1,62 @@
+"""Fixtures for the API double's fidelity tests: a running double, certificates, kubeconfig.
+
+Helpers live in doubletools.py (a unique module name: tests/conftest.py exists too).
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from doubletools import MKCERTS, Double, write_kubeconfig  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def certs(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp('certs'))
+    subprocess.run(['sh', MKCERTS, d], check=True, timeout=60)
+    return d
+
+
+@pytest.fixture
+def double(tmp_path):
+    """Plain HTTP double, 3 API ports, tokens for tester/pg-0/pg-1/pg-2."""
+    d = Double(str(tmp_path), listens=3)
+    yield d
+    d.kill()
+
+
+@pytest.fixture
+def make_double(tmp_path):
+    """Factory for doubles with custom options; all are killed at teardown."""
+    made = []
+
+    def make(**kw):
+        sub = tempfile.mkdtemp(dir=str(tmp_path))
+        d = Double(sub, **kw)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.kill()
+
+
+@pytest.fixture
+def tls_double(tmp_path, certs):
+    """HTTPS double (CA-verified), 3 API ports + a plain admin port."""
+    d = Double(str(tmp_path), tls_dir=certs, listens=3)
+    yield d
+    d.kill()
+
+
+
+@pytest.fixture
+def kubeconfig(tmp_path, tls_double):
+    """kubeconfig for tls_double (CA verification, bearer token of user tester), namespace kt."""
+    return write_kubeconfig(str(tmp_path / 'kubeconfig'), tls_double.url, tls_double.ca, 'tok-admin',
+                            namespace='kt')
+
