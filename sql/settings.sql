@@ -16,6 +16,9 @@ ALTER SYSTEM SET hapg.role_label = 'bad label!';
 ALTER SYSTEM SET hapg.ttl = 2;
 ALTER SYSTEM SET hapg.loop_wait = 0;
 ALTER SYSTEM SET hapg.retry_timeout = '1h';
+ALTER SYSTEM SET hapg.failover_priority = -1;
+ALTER SYSTEM SET hapg.maximum_lag_on_failover = '-1';
+ALTER SYSTEM SET hapg.nofailover = 'perhaps';
 -- The prefix is reserved: a typo is an error, not a silent placeholder.
 ALTER SYSTEM SET hapg.ttll = 30;
 -- Nothing above reached postgresql.auto.conf.
