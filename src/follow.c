@@ -283,6 +283,20 @@ slot_exists(const char *name, bool *active)
 	return found;
 }
 
+/*
+ * A slot operation failed: log it, forget the error and let go of the slot,
+ * so the worker carries on instead of exiting.
+ */
+static void
+slot_error_done(MemoryContext cxt)
+{
+	MemoryContextSwitchTo(cxt);
+	EmitErrorReport();
+	FlushErrorState();
+	if (MyReplicationSlot != NULL)
+		ReplicationSlotRelease();
+}
+
 /* Create a persistent physical slot that reserves WAL from now on. */
 static void
 create_slot(const char *name)
@@ -301,15 +315,12 @@ create_slot(const char *name)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		if (MyReplicationSlot != NULL)
-			ReplicationSlotRelease();
+		slot_error_done(cxt);
 	}
 	PG_END_TRY();
 }
 
+/* Drop an unused slot of ours; an active one is left alone (nowait). */
 static void
 drop_slot(const char *name, const char *why)
 {
@@ -322,11 +333,7 @@ drop_slot(const char *name, const char *why)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		if (MyReplicationSlot != NULL)
-			ReplicationSlotRelease();
+		slot_error_done(cxt);
 	}
 	PG_END_TRY();
 }
