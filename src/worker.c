@@ -1171,12 +1171,14 @@ run_cycle(void)
 		if (read_lease())
 			lease_event_ms = hapg_mono_ms();
 	}
-	else if (local.in_recovery && lease.info.view.exists &&
-			 hapg_lease_expired(&lease.info.view, hapg_mono_ms(), NULL))
+	else if (local.in_recovery && lease.info.view.exists)
 	{
+		HapgLeaseView v = lease.info.view;
+
 		/* an election is only started from a Lease read just now */
-		lease.info.view.observed_ms = lease.observed_ms;
-		read_lease();
+		v.observed_ms = lease.observed_ms;
+		if (hapg_lease_expired(&v, hapg_mono_ms(), NULL))
+			read_lease();
 	}
 
 	me = pods.valid ? find_pod(cfg.member) : NULL;
