@@ -25,9 +25,23 @@ Each member has its own token (double user = member name), so the double's
 stats and faults address one member.  Member files: BASE/<member>/data,
 BASE/<member>/postgres.log; the double's: BASE/double/ (certs, double.log).
 
+member_ports=True: the double also listens on one port per member
+(`Member.api_port`), and each member talks to the API only through its own
+port, so `double.close_port(c.m(x).api_port)` cuts off member x alone.
+
+launcher=True: each member runs under bin/hapg-launcher (as the OS user
+postgres: `runuser -u postgres -- bin/hapg-launcher --pgdata D --bindir B
+--log BASE/<member>/postgres.log`; the launcher's own event lines go to the
+same log).  `start_member` starts the launcher and waits until the server
+answers SQL, `stop_member` SIGTERMs the launcher (fast shutdown),
+`kill9_tree` SIGKILLs the launcher, the postmaster and every process of the
+server at once (node loss), `kill9` SIGKILLs only the postmaster (a crash the
+launcher recovers from).
+
 Environment: HAPG_KEEP=1 keeps BASE even on success; HAPG_TMP (parent of
 BASE, default /tmp); HAPG_DOUBLE_VERBOSE=1 logs every request of the double;
-HAPG_PGBIN, HAPG_PYTHON, HAPG_DOUBLE, HAPG_MKCERTS override the tools used.
+HAPG_PGBIN, HAPG_PYTHON, HAPG_DOUBLE, HAPG_MKCERTS, HAPG_LAUNCHER override the
+tools used.
 """
 
 import atexit
@@ -54,6 +68,7 @@ PGBIN = os.environ.get('HAPG_PGBIN', '/usr/lib/postgresql/15/bin')
 PYTHON = os.environ.get('HAPG_PYTHON', '/usr/bin/python3')
 DOUBLE = os.environ.get('HAPG_DOUBLE', os.path.join(REPO, 'apidouble', 'kubeapi.py'))
 MKCERTS = os.environ.get('HAPG_MKCERTS', os.path.join(REPO, 'apidouble', 'mkcerts.sh'))
+LAUNCHER = os.environ.get('HAPG_LAUNCHER', os.path.join(REPO, 'bin', 'hapg-launcher'))
 ADMIN_TOKEN = 'hapg-harness-admin-token'
 ADMIN_USER = 'harness-admin'
 
@@ -235,6 +250,26 @@ def pid_alive(pid):
         return False
 
 
+def descendants_of(pid):
+    """Every descendant of pid (children, grandchildren, ...), parents first."""
+    parent = {}
+    for d in os.listdir('/proc'):
+        if not d.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % d) as f:
+                parent[int(d)] = int(f.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        kids = sorted(c for c, pp in parent.items() if pp == p)
+        out += kids
+        todo += kids
+    return out
+
+
 def children_of(pid):
     out = []
     for d in os.listdir('/proc'):
@@ -274,8 +309,11 @@ class Double:
     """The Kubernetes API double (apidouble/kubeapi.py), HTTPS by default with
     a CA made by apidouble/mkcerts.sh, one bearer token per user."""
 
-    def __init__(self, base_dir, tls=True, tokens=None, quiet=None, detach=False):
+    def __init__(self, base_dir, tls=True, tokens=None, quiet=None, detach=False,
+                 extra_ports=0):
         self.base_dir = base_dir
+        self.extra_ports_wanted = extra_ports
+        self.extra_ports = []           # more API ports (Cluster(member_ports=True))
         self.tls = tls
         self.tokens = dict(tokens or {})          # token -> user
         self.tokens[ADMIN_TOKEN] = ADMIN_USER
@@ -330,8 +368,11 @@ class Double:
         last_err = None
         for attempt in range(3):
             self.api_port, self.admin_port = free_port(), free_port()
+            self.extra_ports = [free_port() for _ in range(self.extra_ports_wanted)]
             argv = [PYTHON, DOUBLE, '--listen', '127.0.0.1:%d' % self.api_port,
                     '--listen', '127.0.0.1:%d' % self.admin_port]
+            for port in self.extra_ports:
+                argv += ['--listen', '127.0.0.1:%d' % port]
             if self.tls:
                 argv += ['--tls-cert', self.cert_file, '--tls-key', self.key_file]
             for tok, user in sorted(self.tokens.items()):
@@ -530,6 +571,8 @@ class Member:
         self.token_file = os.path.join(cluster.base_dir, 'tokens', 'token-' + name)
         self.token = 'tok-%s-%s' % (name, os.urandom(4).hex())
         self.port = free_port()
+        self.api_port = None        # own API port (member_ports=True)
+        self.launcher = None        # Popen of `runuser ... hapg-launcher` (launcher=True)
         self.overrides = {}
 
     def postmaster_pid(self):
@@ -543,6 +586,9 @@ class Member:
     def running(self):
         return self.postmaster_pid() is not None
 
+    def launcher_alive(self):
+        return self.launcher is not None and self.launcher.poll() is None
+
     def __repr__(self):
         return '<Member %s port=%d>' % (self.name, self.port)
 
@@ -553,13 +599,19 @@ class Cluster:
     standbys=True: pg-0 is initdb'd, the others are pg_basebackup'd standbys
     streaming from it (application_name = member name).  standbys=False: every
     member is its own initdb'd primary (for leader-race tests).
+    launcher=True: members run under bin/hapg-launcher (see the module
+    docstring); member_ports=True: one API port per member.
     """
 
     def __init__(self, n=3, name='c1', profile=None, base_dir=None, tls=True,
                  names=None, standbys=True, create_pods=True, extra_conf=None,
                  member_conf=None, namespace='default', double=None, detach=False,
-                 keep=None, role_label='role'):
+                 keep=None, role_label='role', launcher=False, member_ports=False):
         self.name = name
+        self.launcher = launcher
+        self.member_ports = member_ports
+        if member_ports and double is not None:
+            raise HarnessError('member_ports needs a double of its own')
         self.names = list(names) if names else ['pg-%d' % i for i in range(n)]
         self.profile = dict(FAST_PROFILE if profile is None else profile)
         self.tls = tls
@@ -623,10 +675,14 @@ class Cluster:
         if self.double is None:
             self.double = Double(os.path.join(self.base_dir, 'double'), tls=self.tls,
                                  tokens={m.token: m.name for m in self.members.values()},
-                                 detach=self.detach)
+                                 detach=self.detach,
+                                 extra_ports=len(self.members) if self.member_ports else 0)
             os.makedirs(self.double.base_dir, exist_ok=True)
             os.chmod(self.double.base_dir, 0o755)
             self.double.start()
+            if self.member_ports:
+                for m, port in zip(self.members.values(), self.double.extra_ports):
+                    m.api_port = port
         else:
             for m in self.members.values():
                 self.double.add_token(m.token, m.name)
@@ -702,7 +758,8 @@ class Cluster:
             'hapg.cluster_name': self.name,
             'hapg.member_name': m.name,
             'hapg.namespace': self.namespace,
-            'hapg.kubernetes_url': self.double.url(self.double.api_port) if self.double else '',
+            'hapg.kubernetes_url': (self.double.url(m.api_port or self.double.api_port)
+                                    if self.double else ''),
             'hapg.token_file': m.token_file,
             'hapg.ca_file': self.double.ca_file if (self.double and self.tls) else '',
             'hapg.ttl': p['ttl'],
@@ -710,6 +767,8 @@ class Cluster:
             'hapg.retry_timeout': p['retry_timeout'],
             'hapg.connect_address': '127.0.0.1:%d' % m.port,
             'hapg.role_label': self.role_label_name,
+            'hapg.replication_conninfo': 'user=postgres',
+            'wal_retrieve_retry_interval': '500ms',
         }
         conf.update(self.extra_conf)
         conf.update(self.member_conf.get(m.name, {}))
@@ -773,7 +832,12 @@ class Cluster:
 
     # -- member lifecycle
     def start_member(self, member, timeout=60, wait=True):
+        """Start a member (pg_ctl start, or its launcher in launcher mode) and,
+        with wait, wait until it accepts connections."""
         m = self.m(member)
+        if self.launcher:
+            self._start_launcher(m, timeout, wait)
+            return m
         args = [os.path.join(PGBIN, 'pg_ctl'), '-D', m.datadir, '-l', m.logfile,
                 '-t', str(int(timeout))]
         args += ['-w'] if wait else ['-W']
@@ -798,8 +862,90 @@ class Cluster:
         if errs:
             raise errs[0]
 
-    def stop_member(self, member, mode='fast', timeout=30):
+    def _launcher_argv(self, m):
+        argv = [LAUNCHER, '--pgdata', m.datadir, '--bindir', PGBIN, '--log', m.logfile]
+        if _is_root():
+            argv = ['runuser', '-u', 'postgres', '--'] + argv
+        return argv
+
+    def _start_launcher(self, m, timeout, wait):
+        if not m.launcher_alive():
+            if not os.path.exists(LAUNCHER):
+                raise HarnessError('%s is missing' % LAUNCHER)
+            if not os.path.exists(m.logfile):
+                _write_file(m.logfile, '', mode=0o600, atomic=False)
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith('PG') and k not in ('LANG', 'LANGUAGE')}
+            env['LC_ALL'] = 'C.UTF-8'
+            with open(m.logfile, 'ab') as logf:
+                m.launcher = subprocess.Popen(self._launcher_argv(m), stdin=subprocess.DEVNULL,
+                                              stdout=logf, stderr=logf, env=env, cwd=m.dir,
+                                              start_new_session=True)
+        if not wait:
+            return
+
+        def ready():
+            if not m.launcher_alive():
+                raise HarnessError('the launcher of %s exited with %s:\n%s' % (
+                    m.name, m.launcher.returncode, _tail(m.logfile, 40)))
+            try:
+                return self.scalar(m, 'SELECT 1', timeout=2) == 1
+            except HarnessError:
+                raise
+            except Exception:  # noqa: BLE001 - not up yet
+                return False
+        deadline = time.monotonic() + timeout
+        while True:
+            if ready():
+                return
+            if time.monotonic() >= deadline:
+                raise WaitTimeout('%s (launcher mode) did not accept connections within %ss:\n%s'
+                                  % (m.name, timeout, _tail(m.logfile, 40)))
+            time.sleep(0.2)
+
+    def launcher_pid(self, member):
+        """PID of the member's hapg-launcher process itself (the child of
+        runuser when run as root), or None."""
         m = self.m(member)
+        if not m.launcher_alive():
+            return None
+        if not _is_root():
+            return m.launcher.pid
+        for pid in children_of(m.launcher.pid):
+            try:
+                with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                    if b'hapg-launcher' in f.read():
+                        return pid
+            except OSError:
+                continue
+        return None
+
+    def _stop_launcher(self, m, timeout):
+        lpid = self.launcher_pid(m)
+        if lpid is None:
+            # runuser has not started it yet (or it is going away): wait a moment
+            wait_for(lambda: not m.launcher_alive() or self.launcher_pid(m), 5,
+                     'the launcher of %s to appear' % m.name)
+            lpid = self.launcher_pid(m)
+        if lpid is not None:
+            try:
+                os.kill(lpid, signal.SIGTERM)      # runuser would SIGKILL it after 2 s
+            except ProcessLookupError:
+                pass
+        try:
+            m.launcher.wait(timeout=timeout + 15)
+        except subprocess.TimeoutExpired:
+            print('hapg harness: the launcher of %s did not stop in %ss: killing everything'
+                  % (m.name, timeout + 15), file=sys.stderr)
+            self.kill9_tree(m)
+
+    def stop_member(self, member, mode='fast', timeout=30):
+        """Stop a member: pg_ctl stop, or SIGTERM to its launcher (a fast
+        shutdown) in launcher mode."""
+        m = self.m(member)
+        if m.launcher_alive():
+            self._stop_launcher(m, timeout)
+            return
         pid = m.postmaster_pid()
         if pid is None:
             return
@@ -817,7 +963,8 @@ class Cluster:
 
     def kill9(self, member, timeout=30):
         """SIGKILL the member's postmaster and wait until all its children are
-        gone too (so it can be started again)."""
+        gone too (so it can be started again).  In launcher mode the launcher
+        survives and starts the server again by itself."""
         m = self.m(member)
         pid = m.postmaster_pid()
         if pid is None:
@@ -844,14 +991,97 @@ class Cluster:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(pid_alive(p) for p in [pid] + kids):
             time.sleep(0.05)
-        if not any(pid_alive(p) for p in [pid] + kids):
-            for f in (os.path.join(m.datadir, 'postmaster.pid'),
-                      os.path.join(m.dir, '.s.PGSQL.%d.lock' % m.port)):
-                try:
-                    os.unlink(f)
-                except FileNotFoundError:
-                    pass
+        # (a running launcher reaps the old postmaster itself and may already
+        # have started a new one: leave its lock files alone)
+        if not m.launcher_alive() and not any(pid_alive(p) for p in [pid] + kids):
+            self._remove_lock_files(m)
         return pid
+
+    @staticmethod
+    def _remove_lock_files(m):
+        for f in (os.path.join(m.datadir, 'postmaster.pid'),
+                  os.path.join(m.dir, '.s.PGSQL.%d.lock' % m.port)):
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
+
+    def server_pids(self, member):
+        """Every process of the member's server: those whose working
+        directory is its data directory (PostgreSQL's processes all chdir
+        there), also after the directory was deleted."""
+        m = self.m(member)
+        want = os.path.realpath(m.datadir)
+        out = []
+        for d in os.listdir('/proc'):
+            if not d.isdigit():
+                continue
+            try:
+                cwd = os.readlink('/proc/%s/cwd' % d)
+            except OSError:
+                continue
+            if cwd.endswith(' (deleted)'):
+                cwd = cwd[:-len(' (deleted)')]
+            if cwd == want and pid_alive(int(d)):
+                out.append(int(d))
+        return out
+
+    def kill9_tree(self, member, timeout=30):
+        """Node loss: SIGKILL the member's launcher (and runuser), its
+        postmaster and every other process of its server (and a running
+        pg_rewind / pg_basebackup) at once, wait until all are gone, and
+        remove the stale lock files.  Returns the monotonic time of the kill
+        (before the first signal)."""
+        m = self.m(member)
+        top = []
+        if m.launcher_alive():
+            top.append(m.launcher.pid)
+            top += descendants_of(m.launcher.pid)
+        pm = m.postmaster_pid()
+        order = [p for p in top if p != pm]
+        order += [p for p in ([pm] if pm else []) if p not in order]
+        order += [p for p in self.server_pids(m) if p not in order]
+        t_kill = time.monotonic()
+        for p in order:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = [p for p in order if pid_alive(p)]
+            alive += [p for p in self.server_pids(m) if p not in alive]
+            if not alive:
+                break
+            if time.monotonic() >= deadline:
+                raise HarnessError('kill9_tree(%s): processes still alive after %ss: %r'
+                                   % (m.name, timeout, alive))
+            for p in alive:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+        if m.launcher is not None:
+            try:
+                m.launcher.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._remove_lock_files(m)
+        return t_kill
+
+    def reclone(self, member, source, timeout=120):
+        """Replace a (stopped) member's data directory by a fresh base backup
+        of `source` and make it a standby of it (not started)."""
+        m = self.m(member)
+        if m.launcher_alive() or m.running():
+            raise HarnessError('reclone(%s): stop it first' % m.name)
+        deadline = time.monotonic() + 30
+        while os.path.exists(m.datadir):
+            shutil.rmtree(m.datadir, ignore_errors=True)
+            if time.monotonic() > deadline:
+                raise HarnessError('could not remove %s' % m.datadir)
+        self._basebackup(m, source, timeout)
 
     def promote(self, member, timeout=60):
         m = self.m(member)
@@ -883,7 +1113,10 @@ class Cluster:
             except Exception as e:  # noqa: BLE001
                 print('hapg harness: stopping %s: %s' % (m.name, e), file=sys.stderr)
                 try:
-                    self.kill9(m)
+                    if self.launcher:
+                        self.kill9_tree(m)
+                    else:
+                        self.kill9(m)
                 except Exception:  # noqa: BLE001
                     pass
         if self._own_double and self.double is not None:
@@ -1082,7 +1315,7 @@ class Cluster:
                        'log': self.double.log_path, 'base_dir': self.double.base_dir},
             'members': [{'name': m.name, 'port': m.port, 'datadir': m.datadir,
                          'logfile': m.logfile, 'token': m.token, 'token_file': m.token_file,
-                         'dir': m.dir} for m in self.members.values()],
+                         'dir': m.dir, 'api_port': m.api_port} for m in self.members.values()],
         }
 
     def save_state(self, path):
@@ -1109,6 +1342,7 @@ class Cluster:
             m = c.members[x['name']]
             m.port, m.datadir, m.logfile = x['port'], x['datadir'], x['logfile']
             m.token, m.token_file, m.dir = x['token'], x['token_file'], x['dir']
+            m.api_port = x.get('api_port')
         c.started = True
         return c
 
