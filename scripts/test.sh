@@ -5,18 +5,19 @@
 #   2. C unit tests         make -C tests/unit check
 #   3. pg_regress           make regress-temp (temp instance, as user postgres)
 #   4. the API double       pytest tests/double
-#   5. multi-node tests     pytest tests/test_*.py
+#   5. the launcher         pytest tests/launcher
+#   6. multi-node tests     pytest tests/test_*.py
 # Prints each part's result and a last line "N passed, N failed" summing all
 # parts; exits non-zero if anything failed.
 #
-# Environment: HAPG_TEST_ONLY="unit regress double cluster" (subset of parts),
+# Environment: HAPG_TEST_ONLY="unit regress double launcher cluster" (subset of parts),
 # PYTEST_ARGS (extra pytest arguments, e.g. "-k outage"), HAPG_KEEP=1 (keep
 # cluster files even on success).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/scripts/deps.sh"
 export PYTHONDONTWRITEBYTECODE=1
-ONLY="${HAPG_TEST_ONLY:-unit regress double cluster}"
+ONLY="${HAPG_TEST_ONLY:-unit regress double launcher cluster}"
 OUT="$(mktemp -d /tmp/hapg-test-XXXXXX)"
 chmod 755 "$OUT"
 TOTAL_P=0
@@ -147,6 +148,16 @@ if want double; then
         run_pytest double "$OUT/double.xml" 1200 "$ROOT/tests/double"
     else
         record double 0 1 "tests/double is missing"
+    fi
+fi
+
+# ------------------------------------------------------------------ the launcher
+if want launcher; then
+    echo "== launcher: pytest tests/launcher"
+    if [ -d "$ROOT/tests/launcher" ]; then
+        run_pytest launcher "$OUT/launcher.xml" 900 "$ROOT/tests/launcher"
+    else
+        record launcher 0 1 "tests/launcher is missing"
     fi
 fi
 

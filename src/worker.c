@@ -19,6 +19,7 @@
 #include "access/xlog.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/bgwriter.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -1144,6 +1145,13 @@ run_cycle(void)
 	{
 		promoting = false;
 		pending_history.new_timeline = local.timeline;
+
+		/*
+		 * Promotion only asks for a spread checkpoint; until one ends,
+		 * pg_control names the old timeline and a rewinding former leader
+		 * would read the wrong history from us.  Hurry it, without waiting.
+		 */
+		RequestCheckpoint(CHECKPOINT_IMMEDIATE | CHECKPOINT_FORCE);
 		ereport(LOG, (errmsg("hapg: promoted: member \"%s\" is the leader on timeline %u",
 							 cfg.member, local.timeline)));
 	}
