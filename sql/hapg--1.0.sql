@@ -18,7 +18,9 @@ CREATE FUNCTION hapg_status(
     OUT lsn pg_lsn,
     OUT loop_count bigint,
     OUT worker_pid integer,
-    OUT info_age interval)
+    OUT info_age interval,
+    OUT paused boolean,
+    OUT pending_switchover text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'hapg_status'
 LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
@@ -36,14 +38,18 @@ CREATE FUNCTION hapg_members_internal(
     OUT lag_bytes bigint,
     OUT is_leader boolean,
     OUT last_seen timestamptz,
-    OUT pod_role_label text)
+    OUT pod_role_label text,
+    OUT nofailover boolean,
+    OUT failover_priority integer,
+    OUT paused boolean)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'hapg_members_internal'
 LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 
 CREATE VIEW hapg_members AS
   SELECT member, role, state, connect_address, timeline, lsn, lag_bytes,
-         is_leader, last_seen, pod_role_label
+         is_leader, last_seen, pod_role_label, nofailover, failover_priority,
+         paused
     FROM hapg_members_internal();
 
 COMMENT ON VIEW hapg_members IS
@@ -80,3 +86,67 @@ REVOKE ALL ON FUNCTION hapg_history_internal() FROM PUBLIC;
 REVOKE ALL ON hapg_history FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hapg_history_internal() TO pg_monitor;
 GRANT SELECT ON hapg_history TO pg_monitor;
+
+-- Steering the cluster.  Every function is carried out by this member's
+-- worker as a compare-and-swap on the leader Lease in the Kubernetes API.
+
+CREATE FUNCTION hapg_switchover(candidate text DEFAULT NULL,
+                                scheduled_at timestamptz DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'hapg_switchover'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION hapg_switchover(text, timestamptz) IS
+  'planned switchover to candidate (default: the healthiest replica), now or at scheduled_at; returns the new leader';
+
+CREATE FUNCTION hapg_failover(candidate text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'hapg_failover'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION hapg_failover(text) IS
+  'promote candidate when the cluster has no healthy leader; returns the new leader';
+
+CREATE FUNCTION hapg_pause()
+RETURNS text
+AS 'MODULE_PATHNAME', 'hapg_pause'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION hapg_pause() IS
+  'maintenance mode: no automatic failover or fencing until hapg_resume()';
+
+CREATE FUNCTION hapg_resume()
+RETURNS text
+AS 'MODULE_PATHNAME', 'hapg_resume'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION hapg_resume() IS
+  'end maintenance mode';
+
+CREATE FUNCTION hapg_cancel_switchover()
+RETURNS text
+AS 'MODULE_PATHNAME', 'hapg_cancel_switchover'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION hapg_cancel_switchover() IS
+  'drop a pending (scheduled) switchover';
+
+-- Roles are cluster-wide: the role may exist from an earlier installation.
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'hapg_admin') THEN
+    CREATE ROLE hapg_admin NOLOGIN;
+  END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION hapg_switchover(text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION hapg_failover(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION hapg_pause() FROM PUBLIC;
+REVOKE ALL ON FUNCTION hapg_resume() FROM PUBLIC;
+REVOKE ALL ON FUNCTION hapg_cancel_switchover() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hapg_switchover(text, timestamptz) TO hapg_admin;
+GRANT EXECUTE ON FUNCTION hapg_failover(text) TO hapg_admin;
+GRANT EXECUTE ON FUNCTION hapg_pause() TO hapg_admin;
+GRANT EXECUTE ON FUNCTION hapg_resume() TO hapg_admin;
+GRANT EXECUTE ON FUNCTION hapg_cancel_switchover() TO hapg_admin;

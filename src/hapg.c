@@ -41,6 +41,7 @@ int			hapg_failover_priority = 1;
 int			hapg_maximum_lag_on_failover = 1024 * 1024;
 char	   *hapg_replication_conninfo = NULL;
 bool		hapg_use_slots = true;
+int			hapg_switchover_timeout = 60;
 
 void		_PG_init(void);
 
@@ -338,6 +339,11 @@ define_settings(void)
 							 "Keep a physical replication slot on the leader for every member.",
 							 NULL, &hapg_use_slots, true, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("hapg.switchover_timeout",
+							"How long hapg_switchover() and hapg_failover() wait for the new leader to accept writes.",
+							NULL, &hapg_switchover_timeout, 60, 1, 3600,
+							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hapg");
 }
 

@@ -12,6 +12,7 @@
 #include "storage/lwlock.h"
 
 #include "lease.h"
+#include "steer.h"
 
 #ifndef HAPG_VERSION
 #define HAPG_VERSION "1.0"
@@ -39,6 +40,7 @@ extern int	hapg_failover_priority;
 extern int	hapg_maximum_lag_on_failover;
 extern char *hapg_replication_conninfo;
 extern bool hapg_use_slots;
+extern int	hapg_switchover_timeout;
 
 /* This server's state, as read from shared memory (pgstate.c). */
 typedef struct HapgLocalState
@@ -68,6 +70,9 @@ typedef struct HapgMemberRow
 	XLogRecPtr	lsn;
 	bool		is_leader;
 	TimestampTz last_seen;
+	bool		has_settings;	/* nofailover and priority are known */
+	bool		nofailover;
+	int			priority;
 } HapgMemberRow;
 
 /*
@@ -97,10 +102,28 @@ typedef struct HapgShared
 	TimeLineID	timeline;
 	XLogRecPtr	lsn;
 	XLogRecPtr	leader_lsn;
+	bool		paused;
+	HapgSwitchover switchover;	/* pending, as last read from the Lease */
+	char		handover_to[HAPG_NAME_LEN];	/* Lease released to it, or "" */
 	int			nmembers;
 	HapgMemberRow members[HAPG_MAX_MEMBERS];
 	int			nhistory;
 	HapgHistoryEntry history[HAPG_MAX_HISTORY];
+
+	/*
+	 * One SQL request at a time (sqlfuncs.c -> worker.c): a backend claims
+	 * the slot (req_pid), fills it, bumps req_id and sets the worker's latch;
+	 * the worker judges it, writes the Lease, fills the answer and sets
+	 * req_done = req_id.
+	 */
+	pid_t		req_pid;
+	int			req_id;
+	int			req_done;
+	HapgRequestKind req_kind;
+	char		req_candidate[HAPG_NAME_LEN];
+	int64		req_scheduled_at_us;
+	HapgVerdict req_verdict;
+	char		req_leader[HAPG_NAME_LEN];	/* the leader it was judged against */
 } HapgShared;
 
 extern HapgShared *hapg_shared;
@@ -119,6 +142,9 @@ extern bool hapg_follow(const char *conninfo, const char *slot);
 extern void hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n,
 							const char *me, bool leader, int64 gone_ms);
 extern char *hapg_leader_conninfo(const char *connect_address);
+
+/* Clean hand-over when the leader stops on purpose (handover.c). */
+extern bool hapg_start_handover(const char *target, const char *reason, int wait_ms);
 
 /* Start-up guard (guard.c). */
 extern void hapg_startup_guard(void);

@@ -227,6 +227,84 @@ parse_history(const char *text, HapgLeaseInfo *out)
 	json_object_put(arr);
 }
 
+/* A JSON annotation of the Lease as an object, or NULL (absent or damaged). */
+static json_object *
+json_annotation(json_object *obj, const char *key)
+{
+	const char *s = jstr(jget(obj, "metadata", "annotations", key));
+	json_object *parsed;
+	char		err[64];
+
+	if (s == NULL || !hapg_parse_json(s, strlen(s), &parsed, err, sizeof(err)))
+		return NULL;
+	if (!json_object_is_type(parsed, json_type_object))
+	{
+		json_object_put(parsed);
+		return NULL;
+	}
+	return parsed;
+}
+
+static int64_t
+jint64(json_object *o)
+{
+	return o && (json_object_is_type(o, json_type_int) ||
+				 json_object_is_type(o, json_type_double)) ? json_object_get_int64(o) : 0;
+}
+
+/*
+ * The operators' annotations: pause, a pending switchover, a hand-over.  A
+ * damaged one is ignored (as if absent), never fatal to the Lease.
+ */
+static void
+parse_steering(json_object *obj, HapgLeaseInfo *out)
+{
+	json_object *a;
+	const char *s;
+
+	if ((a = json_annotation(obj, HAPG_CONFIG_ANNOTATION)))
+	{
+		json_object *p = jget(a, "paused", NULL, NULL);
+
+		out->paused = p && json_object_is_type(p, json_type_boolean) &&
+			json_object_get_boolean(p);
+		json_object_put(a);
+	}
+	if ((a = json_annotation(obj, HAPG_SWITCHOVER_ANNOTATION)))
+	{
+		HapgSwitchover *sw = &out->switchover;
+
+		s = jstr(jget(a, "from", NULL, NULL));
+		if (s && copy_str(sw->from, sizeof(sw->from), s))
+		{
+			sw->pending = true;
+			if ((s = jstr(jget(a, "to", NULL, NULL))))
+				copy_str(sw->to, sizeof(sw->to), s);
+			if ((s = jstr(jget(a, "requested_by", NULL, NULL))))
+				copy_str(sw->requested_by, sizeof(sw->requested_by), s);
+			sw->scheduled_at_us = jint64(jget(a, "scheduled_at_us", NULL, NULL));
+			sw->requested_at_us = jint64(jget(a, "requested_at_us", NULL, NULL));
+		}
+		json_object_put(a);
+	}
+	if ((a = json_annotation(obj, HAPG_HANDOVER_ANNOTATION)))
+	{
+		s = jstr(jget(a, "to", NULL, NULL));
+		if (s && copy_str(out->handover_to, sizeof(out->handover_to), s))
+		{
+			out->has_handover = true;
+			if ((s = jstr(jget(a, "from", NULL, NULL))))
+				copy_str(out->handover_from, sizeof(out->handover_from), s);
+			if ((s = jstr(jget(a, "reason", NULL, NULL))))
+				copy_str(out->handover_reason, sizeof(out->handover_reason), s);
+			if ((s = jstr(jget(a, "lsn", NULL, NULL))) == NULL ||
+				!hapg_parse_lsn(s, &out->handover_lsn))
+				out->has_handover = false;	/* no point to wait for: unusable */
+		}
+		json_object_put(a);
+	}
+}
+
 /* Extract what the protocol needs from a coordination.k8s.io/v1 Lease. */
 bool
 hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
@@ -273,6 +351,7 @@ hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
 	s = jstr(jget(obj, "metadata", "annotations", HAPG_HISTORY_ANNOTATION));
 	if (s)
 		parse_history(s, out);
+	parse_steering(obj, out);
 	return true;
 }
 
@@ -335,6 +414,13 @@ hapg_parse_pod(json_object *obj, const char *role_label_key,
 		copy_str(out->connect_address, sizeof(out->connect_address), s);
 	if ((s = jstr(jget(st, "version", NULL, NULL))))
 		copy_str(out->version, sizeof(out->version), s);
+	{
+		json_object *nf = jget(st, "nofailover", NULL, NULL);
+
+		out->nofailover = nf && json_object_is_type(nf, json_type_boolean) &&
+			json_object_get_boolean(nf);
+	}
+	out->priority = jint(jget(st, "priority", NULL, NULL), 1);
 	json_object_put(st);
 	return true;
 }
@@ -503,6 +589,82 @@ append_history(json_object *ann, const HapgHistoryEntry *h)
 	json_object_put(trimmed);
 }
 
+/* NULL keeps an annotation as read, "" removes it, anything else sets it. */
+static void
+set_annotation(json_object *ann, const char *key, const char *value)
+{
+	if (value == NULL)
+		return;
+	if (value[0] == '\0')
+		json_object_object_del(ann, key);
+	else
+		set_str(ann, key, value);
+}
+
+/*
+ * A member that does not hold the Lease edits only what its request is
+ * about; the rest, renewTime included, stays as read.
+ */
+char *
+hapg_build_lease_edit(json_object *existing, const HapgLeaseEdit *e)
+{
+	json_object *obj = NULL;
+	json_object *meta;
+	json_object *ann;
+	char	   *out;
+
+	if (existing == NULL || json_object_deep_copy(existing, &obj, NULL) != 0)
+		return NULL;
+	meta = ensure_obj(obj, "metadata");
+	json_object_object_del(meta, "managedFields");
+	set_str(meta, "resourceVersion", e->resource_version);
+	ann = ensure_obj(meta, "annotations");
+	set_annotation(ann, HAPG_CONFIG_ANNOTATION, e->config_json);
+	set_annotation(ann, HAPG_SWITCHOVER_ANNOTATION, e->switchover_json);
+	set_annotation(ann, HAPG_HANDOVER_ANNOTATION, e->handover_json);
+	if (e->holder)
+		set_str(ensure_obj(obj, "spec"), "holderIdentity", e->holder);
+	out = dump(obj);
+	json_object_put(obj);
+	return out;
+}
+
+/* hapg.io/switchover: who asked for which switchover, and when it is due. */
+char *
+hapg_build_switchover_json(const HapgSwitchover *sw)
+{
+	json_object *obj = json_object_new_object();
+	char	   *out;
+
+	set_str(obj, "from", sw->from);
+	set_str(obj, "to", sw->to);
+	json_object_object_add(obj, "scheduled_at_us", json_object_new_int64(sw->scheduled_at_us));
+	json_object_object_add(obj, "requested_at_us", json_object_new_int64(sw->requested_at_us));
+	set_str(obj, "requested_by", sw->requested_by);
+	out = dump(obj);
+	json_object_put(obj);
+	return out;
+}
+
+/* hapg.io/handover: the Lease is released to "to" once it has lsn. */
+char *
+hapg_build_handover_json(const char *from, const char *to, uint64_t lsn,
+						 const char *reason)
+{
+	json_object *obj = json_object_new_object();
+	char		buf[32];
+	char	   *out;
+
+	set_str(obj, "from", from);
+	set_str(obj, "to", to);
+	hapg_format_lsn(lsn, buf, sizeof(buf));
+	set_str(obj, "lsn", buf);
+	set_str(obj, "reason", reason);
+	out = dump(obj);
+	json_object_put(obj);
+	return out;
+}
+
 /*
  * Build the Lease body for a create or a replace.  A replace starts from
  * the object as read, so labels and annotations others put there survive,
@@ -547,6 +709,9 @@ hapg_build_lease(json_object *existing, const HapgLeaseWrite *w)
 		set_str(ann, HAPG_MEMBERS_ANNOTATION, w->members_json);
 	if (w->add_history)
 		append_history(ann, w->add_history);
+	set_annotation(ann, HAPG_CONFIG_ANNOTATION, w->config_json);
+	set_annotation(ann, HAPG_SWITCHOVER_ANNOTATION, w->switchover_json);
+	set_annotation(ann, HAPG_HANDOVER_ANNOTATION, w->handover_json);
 
 	spec = ensure_obj(obj, "spec");
 	set_str(spec, "holderIdentity", w->holder);
@@ -565,7 +730,7 @@ hapg_build_lease(json_object *existing, const HapgLeaseWrite *w)
 char *
 hapg_build_status_json(const char *role, const char *state, int timeline,
 					   uint64_t lsn, const char *connect_address,
-					   const char *version)
+					   const char *version, bool nofailover, int priority)
 {
 	json_object *obj = json_object_new_object();
 	char		buf[32];
@@ -578,6 +743,8 @@ hapg_build_status_json(const char *role, const char *state, int timeline,
 	set_str(obj, "lsn", buf);
 	set_str(obj, "connect_address", connect_address);
 	set_str(obj, "version", version);
+	json_object_object_add(obj, "nofailover", json_object_new_boolean(nofailover));
+	json_object_object_add(obj, "priority", json_object_new_int(priority));
 	out = dump(obj);
 	json_object_put(obj);
 	return out;

@@ -11,6 +11,7 @@
 #include <json-c/json.h>
 
 #include "lease.h"
+#include "steer.h"
 
 #define HAPG_CLUSTER_LABEL "hapg.io/cluster"
 #define HAPG_STATUS_ANNOTATION "hapg.io/status"
@@ -19,6 +20,9 @@
 #define HAPG_MEMBERS_ANNOTATION "hapg.io/members"
 #define HAPG_HISTORY_ANNOTATION "hapg.io/history"
 #define HAPG_CANDIDACY_ANNOTATION "hapg.io/candidacy"
+#define HAPG_CONFIG_ANNOTATION "hapg.io/config"
+#define HAPG_SWITCHOVER_ANNOTATION "hapg.io/switchover"
+#define HAPG_HANDOVER_ANNOTATION "hapg.io/handover"
 
 
 /* A parsed Lease: the protocol fields plus the leader's annotations. */
@@ -32,6 +36,13 @@ typedef struct HapgLeaseInfo
 	HapgMemberPos pos[HAPG_MAX_MEMBERS];
 	int			nhistory;
 	HapgHistoryEntry history[HAPG_MAX_HISTORY];
+	bool		paused;			/* hapg.io/config: {"paused": true} */
+	HapgSwitchover switchover;	/* hapg.io/switchover */
+	bool		has_handover;	/* hapg.io/handover, on a released Lease */
+	char		handover_from[HAPG_NAME_LEN];
+	char		handover_to[HAPG_NAME_LEN];
+	uint64_t	handover_lsn;
+	char		handover_reason[HAPG_WORD_LEN * 2];
 } HapgLeaseInfo;
 
 /* A parsed member Pod: its role label and its hapg.io/status annotation. */
@@ -54,6 +65,8 @@ typedef struct HapgPodInfo
 	uint64_t	cand_lsn;
 	int			cand_timeline;
 	int			cand_priority;
+	bool		nofailover;		/* from the status: may it be promoted? */
+	int			priority;
 } HapgPodInfo;
 
 /* What a leader writes into the Lease. */
@@ -72,7 +85,21 @@ typedef struct HapgLeaseWrite
 	int			leader_timeline;
 	const char *members_json;	/* hapg.io/members, may be NULL */
 	const HapgHistoryEntry *add_history;	/* appended to hapg.io/history */
+	/* annotations: NULL keeps them as read, "" removes them */
+	const char *config_json;
+	const char *switchover_json;
+	const char *handover_json;
 } HapgLeaseWrite;
+
+/* An edit of a Lease by a member that does not hold it (SQL requests). */
+typedef struct HapgLeaseEdit
+{
+	const char *resource_version;	/* of the read the edit was judged on */
+	const char *holder;			/* NULL: keep; "" releases */
+	const char *config_json;	/* NULL keeps, "" removes */
+	const char *switchover_json;
+	const char *handover_json;
+} HapgLeaseEdit;
 
 extern bool hapg_parse_json(const char *buf, size_t len, json_object **out,
 							char *err, int errlen);
@@ -96,7 +123,12 @@ extern char *hapg_build_lease(json_object *existing, const HapgLeaseWrite *w);
 extern char *hapg_build_status_json(const char *role, const char *state,
 									int timeline, uint64_t lsn,
 									const char *connect_address,
-									const char *version);
+									const char *version, bool nofailover,
+									int priority);
+extern char *hapg_build_lease_edit(json_object *existing, const HapgLeaseEdit *e);
+extern char *hapg_build_switchover_json(const HapgSwitchover *sw);
+extern char *hapg_build_handover_json(const char *from, const char *to,
+									  uint64_t lsn, const char *reason);
 extern char *hapg_build_pod_patch(const char *role_label_key,
 								  const char *label_value,
 								  const char *status_json);

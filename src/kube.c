@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 
 #include "miscadmin.h"
+#include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 
@@ -73,6 +74,19 @@ kube_global_init(void)
 		curl_global_init(CURL_GLOBAL_DEFAULT);
 		done = true;
 	}
+}
+
+/*
+ * In a forked child: the connections belong to the parent, whose requests
+ * must not get mixed with ours on the same socket.  Abandon them (without
+ * closing anything the parent still uses) so the next request opens anew.
+ */
+void
+kube_forget_connections(void)
+{
+	req_easy = NULL;
+	watch_multi = NULL;
+	nwatches = 0;
 }
 
 /* Called after every reload; a changed endpoint drops kept-alive connections. */
@@ -195,7 +209,7 @@ progress_cb(void *clientp pg_attribute_unused(), curl_off_t dltotal pg_attribute
 			curl_off_t dlnow pg_attribute_unused(), curl_off_t ultotal pg_attribute_unused(),
 			curl_off_t ulnow pg_attribute_unused())
 {
-	return ProcDiePending ? 1 : 0;
+	return (ProcDiePending || ShutdownRequestPending) ? 1 : 0;
 }
 
 /* Options shared by plain requests and watches. */

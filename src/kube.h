@@ -22,6 +22,7 @@ typedef struct KubeWatch KubeWatch;
 typedef void (*KubeEventFn) (void *arg, const char *type, json_object *obj);
 
 extern void kube_global_init(void);
+extern void kube_forget_connections(void);
 extern void kube_configure(const char *url, const char *token_file,
 						   const char *ca_file, int timeout_ms);
 extern bool kube_request(const char *method, const char *path,

@@ -63,6 +63,40 @@ hapg_fence_margin_ms(int ttl_s)
 }
 
 /*
+ * Where a WAL record of len bytes starting at start ends, counting the page
+ * headers it crosses (long at a segment start, short otherwise): a hand-over
+ * target must have received the old leader's shutdown checkpoint whole.
+ */
+uint64_t
+hapg_wal_record_end(uint64_t start, uint32_t len, uint32_t page_size,
+					uint32_t seg_size, uint32_t short_header,
+					uint32_t long_header)
+{
+	uint64_t	pos = start;
+	uint64_t	left = len;
+
+	if (page_size == 0 || seg_size == 0)
+		return start + len;
+	while (left > 0)
+	{
+		uint64_t	in_page = page_size - pos % page_size;
+
+		if (pos % page_size == 0)
+		{
+			uint32_t	hdr = pos % seg_size == 0 ? long_header : short_header;
+
+			pos += hdr;
+			in_page -= hdr;
+		}
+		if (left <= in_page)
+			return pos + left;
+		left -= in_page;
+		pos += in_page;
+	}
+	return pos;
+}
+
+/*
  * The election order: further ahead wins (timeline, then WAL position), then
  * the higher failover priority, then the lower name, so every member that
  * sees the same candidacies ranks them the same way.
@@ -183,6 +217,7 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 	bool		primary = !in->in_recovery && !in->starting;
 	bool		mine;
 	bool		expired;
+	bool		handing_over;
 	int64_t		ttl_ms = (int64_t) in->ttl_s * 1000;
 	int64_t		fence_at = in->last_renew_sent_ms + ttl_ms - in->fence_margin_ms;
 
@@ -201,6 +236,14 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 
 	expired = hapg_lease_expired(l, in->now_ms, &out->expires_in_ms);
 
+	/*
+	 * A Lease released for a hand-over belongs to its target for one ttl
+	 * from when we saw it: nobody else races for it meanwhile.
+	 */
+	handing_over = l->known && l->exists && l->holder[0] == '\0' &&
+		in->has_handover && in->handover_to && in->handover_to[0] &&
+		in->now_ms - l->observed_ms < ttl_ms;
+
 	/* 1. A primary that must not keep taking writes. */
 	if (primary)
 	{
@@ -211,7 +254,8 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 			out->reason = "the data directory is gone";
 			return;
 		}
-		if (in->was_leader && in->last_renew_sent_ms > 0 && in->now_ms >= fence_at)
+		if (in->was_leader && in->last_renew_sent_ms > 0 && in->now_ms >= fence_at &&
+			!in->paused)
 		{
 			out->action = HAPG_ACT_FENCE;
 			out->role = HAPG_ROLE_UNLEASED_PRIMARY;
@@ -226,6 +270,14 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 			out->role = HAPG_ROLE_UNLEASED_PRIMARY;
 			out->lost_lease = in->was_leader;
 			out->reason = "another member holds the Lease";
+			return;
+		}
+		if (handing_over && strcmp(in->handover_to, in->me) != 0)
+		{
+			out->action = HAPG_ACT_FENCE;
+			out->role = HAPG_ROLE_UNLEASED_PRIMARY;
+			out->lost_lease = in->was_leader;
+			out->reason = "the Lease is being handed over to another member";
 			return;
 		}
 	}
@@ -321,10 +373,39 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 		out->reason = "still starting up";
 		return;
 	}
+	if (handing_over)
+	{
+		int64_t		left = ttl_ms - (in->now_ms - l->observed_ms);
+
+		if (strcmp(in->handover_to, in->me) != 0)
+		{
+			out->wake_in_ms = left + 1;
+			out->reason = "the Lease is being handed over to another member";
+			return;
+		}
+		if (in->my_lsn < in->handover_lsn)
+		{
+			/* every byte the old leader wrote first, its shutdown included */
+			out->wake_in_ms = left < 50 ? left + 1 : 50;
+			out->reason = "hand-over to me: waiting for the old leader's last WAL";
+			return;
+		}
+		out->action = HAPG_ACT_ACQUIRE;
+		out->promote = true;
+		out->role = HAPG_ROLE_LEADER;
+		out->expires_in_ms = ttl_ms;
+		out->reason = "the Lease was handed over to me";
+		return;
+	}
 	if (!expired)
 	{
 		out->wake_in_ms = out->expires_in_ms + 1;
 		out->reason = "following the Lease holder";
+		return;
+	}
+	if (in->paused)
+	{
+		out->reason = "paused: no automatic failover";
 		return;
 	}
 	decide_election(in, out);

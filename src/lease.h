@@ -114,6 +114,12 @@ typedef struct HapgDecisionInput
 	int64_t		settle_ms;		/* how long to wait for others' candidacies */
 	int			ncand;
 	const HapgCandidate *cand;	/* the other members, except the old holder */
+
+	/* steering (hapg_pause, hapg_switchover, hapg_failover, clean stop) */
+	bool		paused;			/* nobody promotes or fences on its own */
+	bool		has_handover;	/* released for a hand-over to handover_to */
+	const char *handover_to;
+	uint64_t	handover_lsn;	/* the target must have received this much */
 } HapgDecisionInput;
 
 typedef struct HapgDecision
@@ -142,5 +148,8 @@ extern void hapg_format_lsn(uint64_t lsn, char *buf, int buflen);
 extern const char *hapg_role_name(HapgRole role);
 extern const char *hapg_action_name(HapgAction action);
 extern int64_t hapg_fence_margin_ms(int ttl_s);
+extern uint64_t hapg_wal_record_end(uint64_t start, uint32_t len,
+									uint32_t page_size, uint32_t seg_size,
+									uint32_t short_header, uint32_t long_header);
 
 #endif							/* HAPG_LEASE_H */

@@ -8,7 +8,15 @@
  */
 #include "hapg.h"
 
+#include <signal.h>
+
 #include "access/htup_details.h"
+#include "access/xlog.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/wait_event.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -37,13 +45,27 @@ ms_interval(int64 ms)
 	return IntervalPGetDatum(iv);
 }
 
+/* "to \"pg-1\" at <time>" for hapg_status().pending_switchover. */
+static char *
+describe_switchover(const HapgSwitchover *sw)
+{
+	const char *when = "now";
+
+	if (sw->scheduled_at_us)
+		when = timestamptz_to_str((TimestampTz) (sw->scheduled_at_us -
+												 ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC)));
+	if (sw->to[0])
+		return psprintf("from \"%s\" to \"%s\" at %s", sw->from, sw->to, when);
+	return psprintf("from \"%s\" to the healthiest replica at %s", sw->from, when);
+}
+
 /* One row describing this member and its view of the Lease. */
 Datum
 hapg_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[16];
-	bool		nulls[16];
+	Datum		values[18];
+	bool		nulls[18];
 	HapgShared	s;
 	TimestampTz now = GetCurrentTimestamp();
 	int64		age_ms;
@@ -82,6 +104,13 @@ hapg_status(PG_FUNCTION_ARGS)
 	nulls[13] = s.worker_pid == 0;
 	values[14] = ms_interval(age_ms);
 	nulls[14] = age_ms < 0;
+	values[15] = BoolGetDatum(s.paused);
+	if (s.switchover.pending)
+		values[16] = CStringGetTextDatum(describe_switchover(&s.switchover));
+	else if (s.handover_to[0])
+		values[16] = CStringGetTextDatum(psprintf("handing over to \"%s\"", s.handover_to));
+	else
+		nulls[16] = true;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
@@ -103,8 +132,8 @@ hapg_members_internal(PG_FUNCTION_ARGS)
 	for (i = 0; i < s->nmembers; i++)
 	{
 		HapgMemberRow *m = &s->members[i];
-		Datum		values[10];
-		bool		nulls[10];
+		Datum		values[13];
+		bool		nulls[13];
 
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = CStringGetTextDatum(m->name);
@@ -123,6 +152,10 @@ hapg_members_internal(PG_FUNCTION_ARGS)
 		values[8] = TimestampTzGetDatum(m->last_seen);
 		nulls[8] = m->last_seen == 0;
 		values[9] = text_or_null(m->pod_role_label, &nulls[9]);
+		values[10] = BoolGetDatum(m->nofailover);
+		values[11] = Int32GetDatum(m->priority);
+		nulls[10] = nulls[11] = !m->has_settings;
+		values[12] = BoolGetDatum(s->paused);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -160,4 +193,274 @@ hapg_history_internal(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------- steering */
+
+PG_FUNCTION_INFO_V1(hapg_switchover);
+PG_FUNCTION_INFO_V1(hapg_failover);
+PG_FUNCTION_INFO_V1(hapg_pause);
+PG_FUNCTION_INFO_V1(hapg_resume);
+PG_FUNCTION_INFO_V1(hapg_cancel_switchover);
+
+#define CLAIM_WAIT_MS 5000
+#define POLL_MS 20
+
+/* Sleep a little, promptly interruptible by a cancel. */
+static void
+nap(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
+					 PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+static int64
+unix_us(TimestampTz ts)
+{
+	return ts + ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC);
+}
+
+/*
+ * Hand a request to the worker, which alone talks to the API, and wait for
+ * its verdict.  Only one request per server at a time: it is rare, and one
+ * slot keeps shared memory free of queues.
+ */
+static void
+ask_worker(HapgRequestKind kind, const char *candidate, int64 scheduled_at_us,
+		   HapgVerdict *v, char *leader)
+{
+	int64		deadline = hapg_mono_ms() + CLAIM_WAIT_MS;
+	int			id = 0;
+	int			procno = -1;
+	int			answer_ms;
+
+	hapg_shmem_attach();
+	for (;;)
+	{
+		bool		claimed = false;
+
+		LWLockAcquire(&hapg_shared->lock, LW_EXCLUSIVE);
+		if (hapg_shared->req_pid == 0 ||
+			(hapg_shared->req_pid != MyProcPid && kill(hapg_shared->req_pid, 0) != 0))
+		{
+			hapg_shared->req_pid = MyProcPid;
+			hapg_shared->req_kind = kind;
+			strlcpy(hapg_shared->req_candidate, candidate, HAPG_NAME_LEN);
+			hapg_shared->req_scheduled_at_us = scheduled_at_us;
+			id = ++hapg_shared->req_id;
+			procno = hapg_shared->worker_procno;
+			claimed = true;
+		}
+		LWLockRelease(&hapg_shared->lock);
+		if (claimed)
+			break;
+		if (hapg_mono_ms() > deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("another hapg request is in progress on this member"),
+					 errhint("Try again in a moment.")));
+		nap(POLL_MS);
+	}
+
+	answer_ms = (2 * hapg_retry_timeout + 5) * 1000;
+	PG_TRY();
+	{
+		if (procno < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the hapg worker is not running"),
+					 errhint("Check the server log, and that hapg.cluster_name is set.")));
+		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+		deadline = hapg_mono_ms() + answer_ms;
+		for (;;)
+		{
+			bool		done;
+
+			LWLockAcquire(&hapg_shared->lock, LW_SHARED);
+			done = hapg_shared->req_done == id;
+			if (done)
+			{
+				*v = hapg_shared->req_verdict;
+				strlcpy(leader, hapg_shared->req_leader, HAPG_NAME_LEN);
+			}
+			LWLockRelease(&hapg_shared->lock);
+			if (done)
+				break;
+			if (hapg_mono_ms() > deadline)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("the hapg worker did not answer within %d s", answer_ms / 1000),
+						 errhint("See hapg_status() and the server log; the request may still take effect.")));
+			nap(POLL_MS);
+		}
+	}
+	PG_FINALLY();
+	{
+		LWLockAcquire(&hapg_shared->lock, LW_EXCLUSIVE);
+		if (hapg_shared->req_pid == MyProcPid)
+			hapg_shared->req_pid = 0;
+		LWLockRelease(&hapg_shared->lock);
+	}
+	PG_END_TRY();
+
+	if (!v->ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s", v->message),
+				 v->detail[0] ? errdetail("%s", v->detail) : 0,
+				 v->hint[0] ? errhint("%s", v->hint) : 0));
+}
+
+/* What this member sees of the cluster, for a timeout message. */
+static char *
+cluster_picture(const HapgShared *s)
+{
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "The Lease is %s%s%s%s.",
+					 s->leader[0] ? "held by \"" : "not held",
+					 s->leader, s->leader[0] ? "\"" : "",
+					 s->handover_to[0] ? psprintf(", being handed over to \"%s\"", s->handover_to) : "");
+	for (i = 0; i < s->nmembers; i++)
+		appendStringInfo(&buf, " %s: %s, %s.", s->members[i].name,
+						 s->members[i].role, s->members[i].state);
+	return buf.data;
+}
+
+/*
+ * Wait until target holds the Lease and accepts writes, as this member's
+ * worker sees it, for at most hapg.switchover_timeout.
+ */
+static void
+wait_for_leader(const char *target, const char *old_leader)
+{
+	int64		deadline = hapg_mono_ms() + (int64) hapg_switchover_timeout * 1000;
+	HapgShared *s = palloc(sizeof(HapgShared));
+
+	for (;;)
+	{
+		bool		writable = false;
+		int			i;
+
+		LWLockAcquire(&hapg_shared->lock, LW_SHARED);
+		memcpy(s, hapg_shared, sizeof(HapgShared));
+		LWLockRelease(&hapg_shared->lock);
+		if (strcmp(s->leader, target) == 0)
+		{
+			if (strcmp(s->member, target) == 0)
+				writable = !RecoveryInProgress();
+			else
+				for (i = 0; i < s->nmembers; i++)
+					if (strcmp(s->members[i].name, target) == 0)
+						writable = strcmp(s->members[i].state, "running") == 0;
+			if (writable)
+				return;
+		}
+		else if (s->leader[0] && strcmp(s->leader, old_leader) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("\"%s\" became the leader instead of \"%s\"", s->leader, target),
+					 errdetail("%s", cluster_picture(s)),
+					 errhint("\"%s\" may have failed to take over in time; see its server log.", target)));
+		if (hapg_mono_ms() > deadline)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("timed out after %d s waiting for \"%s\" to become the leader",
+							hapg_switchover_timeout, target),
+					 errdetail("%s", cluster_picture(s)),
+					 errhint("The cluster may still complete the change; see hapg_members and hapg_status().")));
+		nap(50);
+	}
+}
+
+/* A candidate argument: NULL is "", a name that cannot be a member is refused. */
+static char *
+candidate_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *c;
+
+	if (PG_ARGISNULL(argno))
+		return "";
+	c = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (!hapg_valid_member_name(c))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("member \"%s\" is not in cluster \"%s\"", c,
+						hapg_cluster_name ? hapg_cluster_name : ""),
+				 errhint("SELECT member FROM hapg_members lists the members.")));
+	return c;
+}
+
+/* Planned switchover, now (waits for the new leader) or at a given time. */
+Datum
+hapg_switchover(PG_FUNCTION_ARGS)
+{
+	char	   *candidate = candidate_arg(fcinfo, 0);
+	int64		at = PG_ARGISNULL(1) ? 0 : unix_us(PG_GETARG_TIMESTAMPTZ(1));
+	HapgVerdict v;
+	char		leader[HAPG_NAME_LEN];
+
+	ask_worker(HAPG_REQ_SWITCHOVER, candidate, at, &v, leader);
+	if (at != 0)
+		PG_RETURN_TEXT_P(cstring_to_text(v.message));
+	if (strcmp(leader, hapg_shared->member) == 0)
+	{
+		/* this server stops to hand over: the session cannot see the end */
+		ereport(NOTICE,
+				(errmsg("this server is the leader; it stops now and hands over to \"%s\"",
+						v.target),
+				 errdetail("This session will be closed; reconnect to reach the new leader.")));
+		PG_RETURN_TEXT_P(cstring_to_text(v.target));
+	}
+	wait_for_leader(v.target, leader);
+	PG_RETURN_TEXT_P(cstring_to_text(v.target));
+}
+
+/* Manual failover to a named replica when there is no healthy leader. */
+Datum
+hapg_failover(PG_FUNCTION_ARGS)
+{
+	char	   *candidate = candidate_arg(fcinfo, 0);
+	HapgVerdict v;
+	char		leader[HAPG_NAME_LEN];
+
+	ask_worker(HAPG_REQ_FAILOVER, candidate, 0, &v, leader);
+	wait_for_leader(v.target, leader);
+	PG_RETURN_TEXT_P(cstring_to_text(v.target));
+}
+
+/* pause, resume and cancel only write the Lease: their answer is the message. */
+static Datum
+simple_request(HapgRequestKind kind)
+{
+	HapgVerdict v;
+	char		leader[HAPG_NAME_LEN];
+
+	ask_worker(kind, "", 0, &v, leader);
+	PG_RETURN_TEXT_P(cstring_to_text(v.message));
+}
+
+Datum
+hapg_pause(PG_FUNCTION_ARGS)
+{
+	(void) fcinfo;
+	return simple_request(HAPG_REQ_PAUSE);
+}
+
+Datum
+hapg_resume(PG_FUNCTION_ARGS)
+{
+	(void) fcinfo;
+	return simple_request(HAPG_REQ_RESUME);
+}
+
+Datum
+hapg_cancel_switchover(PG_FUNCTION_ARGS)
+{
+	(void) fcinfo;
+	return simple_request(HAPG_REQ_CANCEL);
 }

@@ -32,6 +32,8 @@
 #define ERROR_LOG_INTERVAL_MS (60 * 1000)
 #define MAX_CAS_ATTEMPTS 3
 #define STREAM_LOSS_GRACE_MS 2000	/* a WAL receiver restart is not news */
+#define LOCAL_ANSWER_GRACE_MS 300	/* a switchover asked on the leader */
+#define HANDOVER_WAIT_MS (120 * 1000)	/* for the server to stop */
 
 /* Settings in force (the last valid combination). */
 typedef struct Settings
@@ -96,6 +98,9 @@ static char candidacy_term[HAPG_RV_LEN];	/* term of my published candidacy */
 static int64 candidacy_sent_ms;
 static uint64 candidacy_lsn;
 static bool fenced;				/* the postmaster was told to stop */
+static bool handing_over;		/* stopping for a hand-over; the child releases */
+static int64 handover_not_before_ms;	/* let a local caller get its answer first */
+static char switchover_wait_why[HAPG_MSG_LEN];	/* last logged reason to wait */
 static int64 decision_wake_ms;	/* the decision asked to run again at */
 static int64 not_streaming_since_ms;
 
@@ -235,6 +240,14 @@ lease_path(void)
 					cfg.namespace, cfg.cluster);
 }
 
+/* Wall-clock Unix microseconds: schedules are wall-clock times. */
+static int64
+unix_now_us(void)
+{
+	return GetCurrentTimestamp() +
+		((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC);
+}
+
 /* Integer resourceVersions order events; anything else is taken as newer. */
 static bool
 rv_older(const char *a, const char *b)
@@ -286,7 +299,11 @@ adopt_lease(json_object *obj, int64 seen_ms)
 	{
 		lease.observed_ms = seen_ms;
 		lease.observed_at = GetCurrentTimestamp();
-		if (strcmp(info.view.holder, lease.info.view.holder) != 0)
+		if (strcmp(info.view.holder, lease.info.view.holder) != 0 ||
+			info.paused != lease.info.paused ||
+			info.switchover.pending != lease.info.switchover.pending ||
+			info.switchover.scheduled_at_us != lease.info.switchover.scheduled_at_us ||
+			info.has_handover != lease.info.has_handover)
 			wake_cycle = true;
 	}
 	if (lease.obj)
@@ -557,6 +574,12 @@ write_lease(const HapgDecision *d, int64 *sent_ms)
 	w.leader_timeline = local.timeline;
 	members = hapg_build_members_json(local.senders, local.nsenders);
 	w.members_json = members;
+	if (d->action == HAPG_ACT_ACQUIRE || d->action == HAPG_ACT_CREATE)
+	{
+		/* a new leader: a hand-over is done, an old switchover request void */
+		w.handover_json = "";
+		w.switchover_json = "";
+	}
 	if (d->action == HAPG_ACT_CREATE)
 	{
 		w.transitions = 0;
@@ -644,6 +667,10 @@ fill_input(HapgDecisionInput *in, bool lease_known, bool pod_exists)
 	in->my_lsn = strcmp(candidacy_term, lease.info.view.resource_version) == 0 ?
 		candidacy_lsn : local.lsn;
 	in->settle_ms = Min(1000L, cfg.retry_timeout * 1000L / 2);
+	in->paused = lease.info.paused;
+	in->has_handover = lease.info.has_handover;
+	in->handover_to = lease.info.handover_to;
+	in->handover_lsn = lease.info.handover_lsn;
 	in->ncand = 0;
 	in->cand = election_peers;
 	for (i = 0; i < pods.n && in->ncand < HAPG_MAX_MEMBERS; i++)
@@ -780,6 +807,7 @@ run_lease_protocol(bool pod_exists)
 	int			attempt;
 	bool		lease_known = lease.valid;
 	char		old_holder[HAPG_NAME_LEN];
+	const char *why;
 
 	decision_wake_ms = 0;
 	for (attempt = 0; attempt < MAX_CAS_ATTEMPTS + 1; attempt++)
@@ -807,6 +835,10 @@ run_lease_protocol(bool pod_exists)
 			continue;			/* the others may all have spoken already */
 		}
 		strlcpy(old_holder, lease.info.view.holder, sizeof(old_holder));
+		if (d.promote && lease.info.has_handover && old_holder[0] == '\0')
+			strlcpy(old_holder, lease.info.handover_from, sizeof(old_holder));
+		why = d.promote && lease.info.has_handover && lease.info.view.holder[0] == '\0' ?
+			pstrdup(lease.info.handover_reason) : d.reason;
 		/* a winner's slots must exist before its followers look for them */
 		if (d.promote)
 			sync_slots_as(true);
@@ -833,7 +865,7 @@ run_lease_protocol(bool pod_exists)
 								cfg.cluster, lease.info.view.transitions)));
 			hapg_mark_joined(cfg.cluster);
 			if (d.promote)
-				start_promotion(d.reason, strcmp(old_holder, cfg.member) == 0 ? "" : old_holder);
+				start_promotion(why, strcmp(old_holder, cfg.member) == 0 ? "" : old_holder);
 			break;
 		}
 		if (status != 409)
@@ -992,21 +1024,23 @@ publish_pod(HapgPodInfo *pod)
 	role = current_role == HAPG_ROLE_LEADER ? "leader" :
 		local.in_recovery ? "replica" : hapg_role_name(current_role);
 
-	snprintf(key, sizeof(key), "%s|%s|%s|%u|%s", label ? label : "", role, state,
-			 local.timeline, cfg.connect_address);
+	snprintf(key, sizeof(key), "%s|%s|%s|%u|%s|%d|%d", label ? label : "", role, state,
+			 local.timeline, cfg.connect_address, hapg_nofailover, hapg_failover_priority);
 	/* Up to date if we wrote it, and the Pod as last seen still agrees. */
 	if (strcmp(key, published_key) == 0 &&
 		strcmp(pod->role_label, label ? label : "") == 0 &&
 		pod->has_status && strcmp(pod->role, role) == 0 &&
 		strcmp(pod->state, state) == 0 && pod->timeline == (int) local.timeline &&
-		strcmp(pod->connect_address, cfg.connect_address) == 0)
+		strcmp(pod->connect_address, cfg.connect_address) == 0 &&
+		pod->nofailover == hapg_nofailover && pod->priority == hapg_failover_priority)
 		return;
 	/* Written before and the cache merely lags: also nothing to do. */
 	if (strcmp(key, published_key) == 0 && !pods.valid)
 		return;
 
 	status = hapg_build_status_json(role, state, local.timeline, local.lsn,
-									cfg.connect_address, HAPG_VERSION);
+									cfg.connect_address, HAPG_VERSION,
+									hapg_nofailover, hapg_failover_priority);
 	patch = hapg_build_pod_patch(cfg.role_label, label, status);
 	free(status);
 	if (patch == NULL)
@@ -1071,6 +1105,11 @@ publish_shared(void)
 	s->timeline = local.timeline;
 	s->lsn = local.lsn;
 	s->leader_lsn = leader_lsn;
+	s->paused = li->paused;
+	s->switchover = li->switchover;
+	strlcpy(s->handover_to,
+			li->view.exists && li->view.holder[0] == '\0' && li->has_handover ? li->handover_to : "",
+			sizeof(s->handover_to));
 
 	s->nhistory = Min(li->nhistory, HAPG_MAX_HISTORY);
 	memcpy(s->history, li->history, sizeof(HapgHistoryEntry) * s->nhistory);
@@ -1085,6 +1124,9 @@ publish_shared(void)
 		strlcpy(m->name, p->name, sizeof(m->name));
 		strlcpy(m->pod_role_label, p->role_label, sizeof(m->pod_role_label));
 		m->is_leader = li->view.exists && strcmp(li->view.holder, p->name) == 0;
+		m->has_settings = p->has_status || me;
+		m->nofailover = me ? hapg_nofailover : p->nofailover;
+		m->priority = me ? hapg_failover_priority : p->priority;
 		strlcpy(m->role, m->is_leader ? "leader" : "replica", sizeof(m->role));
 		if (me)
 		{
@@ -1125,6 +1167,373 @@ publish_shared(void)
 	LWLockRelease(&s->lock);
 }
 
+/*
+ * Every member as this one knows it, for judging requests and choosing a
+ * switchover target.  A leader knows the replicas' streaming state first
+ * hand (its walsenders); others take it from the leader's last renewal.
+ */
+static int
+fill_members(HapgMemberView *mv, bool *has_leader_lsn, uint64 *leader_lsn)
+{
+	bool		i_lead = current_role == HAPG_ROLE_LEADER && !local.in_recovery;
+	const HapgMemberPos *pos = i_lead ? local.senders : lease.info.pos;
+	int			npos = i_lead ? local.nsenders : lease.info.npos;
+	int			n = 0;
+	int			i,
+				j;
+
+	*has_leader_lsn = i_lead || lease.info.has_leader_lsn;
+	*leader_lsn = i_lead ? local.lsn : lease.info.leader_lsn;
+	for (i = 0; i < pods.n && n < HAPG_MAX_MEMBERS; i++)
+	{
+		const HapgPodInfo *p = &pods.pods[i];
+		HapgMemberView *m = &mv[n];
+
+		if (p->deleting)
+			continue;
+		memset(m, 0, sizeof(*m));
+		strlcpy(m->name, p->name, sizeof(m->name));
+		m->has_status = p->has_status;
+		strlcpy(m->state, p->has_status ? p->state : "unknown", sizeof(m->state));
+		m->replica = p->has_status && strcmp(p->role, "replica") == 0;
+		m->nofailover = p->nofailover;
+		m->priority = p->has_status ? p->priority : 0;
+		if (strcmp(p->name, cfg.member) == 0)
+		{
+			strlcpy(m->state, hapg_local_state_name(&local), sizeof(m->state));
+			m->replica = local.in_recovery;
+			m->nofailover = hapg_nofailover;
+			m->priority = hapg_failover_priority;
+		}
+		for (j = 0; j < npos; j++)
+			if (strcmp(pos[j].name, p->name) == 0)
+			{
+				m->streaming = strcmp(pos[j].state, "streaming") == 0;
+				m->has_lsn = true;
+				m->lsn = pos[j].lsn;
+				if (m->streaming)
+					strlcpy(m->state, "streaming", sizeof(m->state));
+			}
+		n++;
+	}
+	return n;
+}
+
+/* PUT an edit of the Lease as last read: a compare-and-swap on its version. */
+static long
+edit_lease(const HapgLeaseEdit *e, char *err, int errlen)
+{
+	char	   *body = hapg_build_lease_edit(lease.obj, e);
+	KubeResponse r;
+	long		status;
+	json_object *obj;
+	char		perr[HAPG_MSG_LEN];
+
+	if (body == NULL)
+	{
+		snprintf(err, errlen, "could not build the Lease edit");
+		return 0;
+	}
+	if (!kube_request("PUT", lease_path(), "application/json", body, &r))
+	{
+		free(body);
+		snprintf(err, errlen, "%s", r.error);
+		return 0;
+	}
+	free(body);
+	status = r.status;
+	if (status == 200 && hapg_parse_json(r.body, r.len, &obj, perr, sizeof(perr)))
+	{
+		adopt_lease(obj, hapg_mono_ms());
+		json_object_put(obj);
+	}
+	else if (status != 200)
+		snprintf(err, errlen, "%s", r.error);
+	kube_response_free(&r);
+	return status;
+}
+
+/* Answer the waiting backend. */
+static void
+answer_request(int id, const HapgVerdict *v, const char *leader)
+{
+	LWLockAcquire(&hapg_shared->lock, LW_EXCLUSIVE);
+	hapg_shared->req_verdict = *v;
+	strlcpy(hapg_shared->req_leader, leader, HAPG_NAME_LEN);
+	hapg_shared->req_done = id;
+	LWLockRelease(&hapg_shared->lock);
+}
+
+/*
+ * Carry out a request from SQL: judge it on a fresh read of the Lease and
+ * write what it changes as a compare-and-swap on that read; a conflict
+ * means judging again on a new read.
+ */
+static void
+process_request(void)
+{
+	int			id;
+	HapgRequestInput in;
+	HapgVerdict v;
+	HapgMemberView *mv = palloc(sizeof(HapgMemberView) * HAPG_MAX_MEMBERS);
+	char		candidate[HAPG_NAME_LEN];
+	char		holder[HAPG_NAME_LEN];
+	char		err[HAPG_MSG_LEN];
+	int			attempt;
+
+	LWLockAcquire(&hapg_shared->lock, LW_SHARED);
+	id = hapg_shared->req_id;
+	memset(&in, 0, sizeof(in));
+	in.kind = hapg_shared->req_kind;
+	strlcpy(candidate, hapg_shared->req_candidate, sizeof(candidate));
+	in.scheduled_at_us = hapg_shared->req_scheduled_at_us;
+	LWLockRelease(&hapg_shared->lock);
+	memset(&v, 0, sizeof(v));
+	holder[0] = '\0';
+
+	if (!cfg.ready)
+	{
+		snprintf(v.message, sizeof(v.message), "hapg is not configured on this member");
+		snprintf(v.detail, sizeof(v.detail), "%s", cfg.config_error);
+		snprintf(v.hint, sizeof(v.hint), "Fix the hapg.* settings and reload.");
+		answer_request(id, &v, "");
+		return;
+	}
+	for (attempt = 0; attempt <= MAX_CAS_ATTEMPTS; attempt++)
+	{
+		HapgLeaseView view;
+		HapgLeaseEdit e;
+		HapgSwitchover sw;
+		char	   *json = NULL;
+		long		status;
+
+		if ((!pods.valid && !list_pods()) || !read_lease())
+		{
+			memset(&v, 0, sizeof(v));
+			snprintf(v.message, sizeof(v.message), "cannot reach the Kubernetes API");
+			snprintf(v.detail, sizeof(v.detail), "%s", last_error);
+			snprintf(v.hint, sizeof(v.hint),
+					 "Nothing was changed; see hapg_status() and the server log.");
+			break;
+		}
+		view = lease.info.view;
+		view.observed_ms = lease.observed_ms;
+		in.cluster = cfg.cluster;
+		in.candidate = candidate;
+		in.now_us = unix_now_us();
+		in.lease_exists = view.exists;
+		in.holder = view.exists ? lease.info.view.holder : "";
+		in.lease_expired = hapg_lease_expired(&view, hapg_mono_ms(), NULL);
+		in.paused = lease.info.paused;
+		in.switchover = lease.info.switchover;
+		in.max_lag = (uint64) hapg_maximum_lag_on_failover;
+		in.members = mv;
+		in.nmembers = fill_members(mv, &in.has_leader_lsn, &in.leader_lsn);
+		strlcpy(holder, in.holder, sizeof(holder));
+		hapg_judge_request(&in, &v);
+		if (!v.ok || !v.changes)
+			break;
+
+		memset(&e, 0, sizeof(e));
+		e.resource_version = lease.info.view.resource_version;
+		switch (in.kind)
+		{
+			case HAPG_REQ_SWITCHOVER:
+				memset(&sw, 0, sizeof(sw));
+				sw.pending = true;
+				strlcpy(sw.from, holder, sizeof(sw.from));
+				strlcpy(sw.to, in.scheduled_at_us ? candidate : v.target, sizeof(sw.to));
+				sw.scheduled_at_us = in.scheduled_at_us;
+				sw.requested_at_us = in.now_us;
+				strlcpy(sw.requested_by, cfg.member, sizeof(sw.requested_by));
+				json = hapg_build_switchover_json(&sw);
+				e.switchover_json = json;
+				break;
+			case HAPG_REQ_FAILOVER:
+				json = hapg_build_handover_json(holder, v.target, 0, "manual failover");
+				e.holder = "";
+				e.handover_json = json;
+				e.switchover_json = "";
+				break;
+			case HAPG_REQ_PAUSE:
+				e.config_json = "{\"paused\":true}";
+				break;
+			case HAPG_REQ_RESUME:
+				e.config_json = "";
+				break;
+			case HAPG_REQ_CANCEL:
+				e.switchover_json = "";
+				break;
+			default:
+				break;
+		}
+		err[0] = '\0';
+		status = edit_lease(&e, err, sizeof(err));
+		if (json)
+			free(json);
+		if (status == 200)
+		{
+			ereport(LOG, (errmsg("hapg: %s (asked on this member)", v.message)));
+			if (in.kind == HAPG_REQ_SWITCHOVER && strcmp(holder, cfg.member) == 0)
+				handover_not_before_ms = hapg_mono_ms() + LOCAL_ANSWER_GRACE_MS;
+			break;
+		}
+		if (status != 409)
+		{
+			memset(&v, 0, sizeof(v));
+			snprintf(v.message, sizeof(v.message), "could not write the Lease");
+			snprintf(v.detail, sizeof(v.detail), "%s", err[0] ? err : last_error);
+			snprintf(v.hint, sizeof(v.hint),
+					 "Nothing was changed; see hapg_status() and the server log.");
+			break;
+		}
+		/* the Lease moved under us: judge again on a new read */
+	}
+	if (attempt > MAX_CAS_ATTEMPTS)
+	{
+		memset(&v, 0, sizeof(v));
+		snprintf(v.message, sizeof(v.message), "the Lease kept changing; nothing was changed");
+		snprintf(v.hint, sizeof(v.hint), "Try again.");
+	}
+	answer_request(id, &v, holder);
+	wake_cycle = true;
+}
+
+/* Is a request from SQL waiting for this worker? */
+static bool
+request_pending(void)
+{
+	bool		pending;
+
+	LWLockAcquire(&hapg_shared->lock, LW_SHARED);
+	pending = hapg_shared->req_pid != 0 && hapg_shared->req_id != hapg_shared->req_done;
+	LWLockRelease(&hapg_shared->lock);
+	return pending;
+}
+
+/*
+ * Stop this leader so that target takes over with nothing lost: come back
+ * as its standby, and let the hand-over process release the Lease once the
+ * shutdown checkpoint has been written (and streamed: walsenders wait for
+ * their standbys before the postmaster exits).
+ */
+static void
+hand_over(const char *target, const char *reason)
+{
+	HapgPodInfo *p = find_pod(target);
+	char		slot[NAMEDATALEN];
+	FILE	   *f;
+
+	if (p && p->connect_address[0])
+	{
+		if (hapg_use_slots)
+			hapg_slot_name(cfg.member, slot, sizeof(slot));
+		else
+			slot[0] = '\0';
+		(void) hapg_follow(hapg_leader_conninfo(p->connect_address), slot);
+	}
+	f = fopen(STANDBY_SIGNAL_FILE, "w");
+	if (f == NULL || fclose(f) != 0)
+		ereport(LOG, (errmsg("hapg: could not create \"%s\": %m", STANDBY_SIGNAL_FILE)));
+	ereport(LOG,
+			(errmsg("hapg: %s: handing the Lease over to \"%s\"; stopping this server to come back as its standby",
+					reason, target)));
+	(void) hapg_start_handover(target, reason, HANDOVER_WAIT_MS);
+	handing_over = true;
+	fenced = true;
+	if (kill(PostmasterPid, SIGINT) != 0)
+		ereport(LOG, (errmsg("hapg: could not signal the postmaster: %m")));
+}
+
+/* The leader's part in a pending switchover: wait, drop, or hand over. */
+static void
+run_switchover(void)
+{
+	HapgSwitchoverPlan plan;
+	HapgMemberView *mv;
+	bool		has_lsn;
+	uint64		leader_lsn;
+	int			n;
+	int64		now = hapg_mono_ms();
+
+	if (!lease.info.switchover.pending || current_role != HAPG_ROLE_LEADER ||
+		local.in_recovery || promoting || fenced)
+		return;
+	mv = palloc(sizeof(HapgMemberView) * HAPG_MAX_MEMBERS);
+	n = fill_members(mv, &has_lsn, &leader_lsn);
+	hapg_plan_switchover(&lease.info.switchover, cfg.member, unix_now_us(),
+						 (int64) cfg.ttl * 1000000, mv, n, leader_lsn,
+						 (uint64) hapg_maximum_lag_on_failover, &plan);
+	if (plan.step == HAPG_SW_WAIT)
+	{
+		if (plan.wait_us > 0)
+		{
+			int64		at = now + plan.wait_us / 1000 + 1;
+
+			if (decision_wake_ms == 0 || at < decision_wake_ms)
+				decision_wake_ms = at;
+		}
+		else if (strcmp(plan.why, switchover_wait_why) != 0)
+			ereport(LOG, (errmsg("hapg: switchover waiting: %s", plan.why)));
+		strlcpy(switchover_wait_why, plan.why, sizeof(switchover_wait_why));
+		return;
+	}
+	switchover_wait_why[0] = '\0';
+	if (plan.step == HAPG_SW_DROP)
+	{
+		HapgLeaseEdit e;
+		char		err[HAPG_MSG_LEN];
+
+		memset(&e, 0, sizeof(e));
+		e.resource_version = lease.info.view.resource_version;
+		e.switchover_json = "";
+		if (edit_lease(&e, err, sizeof(err)) == 200)
+			ereport(LOG, (errmsg("hapg: dropped the switchover to %s requested by \"%s\": %s",
+								 lease.info.switchover.to[0] ? lease.info.switchover.to : "the healthiest replica",
+								 lease.info.switchover.requested_by, plan.why)));
+		return;
+	}
+	if (now < handover_not_before_ms)
+	{
+		decision_wake_ms = handover_not_before_ms;
+		return;
+	}
+	hand_over(plan.target, "switchover");
+}
+
+/*
+ * SIGTERM.  When the server is being stopped on purpose (pod deletion, a
+ * rolling update), a leader's Lease goes to the best replica once the
+ * server is down, instead of after the ttl.  Paused clusters are left
+ * alone, like everything else while paused.
+ */
+static void
+on_shutdown_request(void)
+{
+	HapgMemberView *mv;
+	const HapgMemberView *best;
+	bool		has_lsn;
+	uint64		leader_lsn;
+	int			n;
+
+	if (!cfg.ready || fenced || !was_leader || current_role != HAPG_ROLE_LEADER ||
+		local.in_recovery || lease.info.paused || !hapg_datadir_ok())
+		return;
+	hapg_read_local_state(&local);
+	mv = palloc(sizeof(HapgMemberView) * HAPG_MAX_MEMBERS);
+	n = fill_members(mv, &has_lsn, &leader_lsn);
+	best = hapg_best_replica(mv, n, cfg.member, has_lsn, leader_lsn,
+							 (uint64) hapg_maximum_lag_on_failover);
+	if (best == NULL)
+	{
+		ereport(LOG, (errmsg("hapg: shutting down the leader with no replica ready to take over; the Lease runs out in its ttl")));
+		return;
+	}
+	ereport(LOG, (errmsg("hapg: shutting down: the Lease goes to \"%s\" once this server has stopped",
+						 best->name)));
+	(void) hapg_start_handover(best->name, "the leader was shut down", HANDOVER_WAIT_MS);
+}
+
 /* One pass of observe, decide, act, publish. */
 static void
 run_cycle(void)
@@ -1160,7 +1569,7 @@ run_cycle(void)
 								 (long long) (hapg_mono_ms() - promote_asked_ms) / 1000)));
 
 	/* a leader's requests must all end before its fence deadline */
-	if (was_leader && !local.in_recovery && last_renew_sent_ms > 0)
+	if (was_leader && !local.in_recovery && last_renew_sent_ms > 0 && !lease.info.paused)
 		kube_set_deadline(last_renew_sent_ms + cfg.ttl * 1000L - hapg_fence_margin_ms(cfg.ttl));
 	else
 		kube_set_deadline(0);
@@ -1214,6 +1623,8 @@ run_cycle(void)
 		hapg_mark_joined(cfg.cluster);
 
 	run_lease_protocol(pod_exists);
+	if (!fenced)
+		run_switchover();
 	if (fenced)
 	{
 		publish_shared();
@@ -1261,7 +1672,7 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 	int64		next_cycle = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
 	hapg_shmem_attach();
@@ -1286,6 +1697,11 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(loop_cxt);
+		if (ShutdownRequestPending)
+		{
+			on_shutdown_request();
+			proc_exit(1);		/* 1: restarted if only this worker was stopped */
+		}
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -1296,6 +1712,8 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 		now = hapg_mono_ms();
 		if (!cfg.ready)
 		{
+			if (request_pending())
+				process_request();
 			hapg_read_local_state(&local);
 			current_role = HAPG_ROLE_UNKNOWN;
 			api_ok = false;
@@ -1308,6 +1726,21 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 		}
 
 		kube_watch_pump();
+		if (request_pending() && !fenced)
+			process_request();
+		else if (request_pending())
+		{
+			HapgVerdict v;
+			int			id;
+
+			memset(&v, 0, sizeof(v));
+			snprintf(v.message, sizeof(v.message), "this member is stopping");
+			snprintf(v.hint, sizeof(v.hint), "Ask another member.");
+			LWLockAcquire(&hapg_shared->lock, LW_SHARED);
+			id = hapg_shared->req_id;
+			LWLockRelease(&hapg_shared->lock);
+			answer_request(id, &v, "");
+		}
 		now = hapg_mono_ms();
 		if (wake_cycle || now >= next_cycle)
 		{

@@ -101,7 +101,7 @@ TEST(garbage_is_reported)
 TEST(pod_with_status)
 {
 	char	   *status = hapg_build_status_json("replica", "streaming", 3, 0x5000028,
-												"10.0.0.2:5432", "1.0");
+												"10.0.0.2:5432", "1.0", true, 7);
 	char	   *patch = hapg_build_pod_patch("role", "replica", status);
 	json_object *o = parse(patch);
 	HapgPodInfo p;
@@ -120,6 +120,8 @@ TEST(pod_with_status)
 	CHECK(p.lsn == 0x5000028);
 	CHECK_STR(p.connect_address, "10.0.0.2:5432");
 	CHECK_STR(p.version, "1.0");
+	CHECK(p.nofailover);
+	CHECK(p.priority == 7);
 	/* another label key sees no role label */
 	CHECK(hapg_parse_pod(o, "example.com/role", &p, err, sizeof(err)));
 	CHECK_STR(p.role_label, "");
