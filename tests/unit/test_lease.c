@@ -450,6 +450,329 @@ TEST(lsn_round_trip)
 	CHECK(!hapg_parse_lsn(NULL, &lsn));
 }
 
+#define PAGE 8192
+#define SEG (16 * 1024 * 1024)
+#define SHORT_PHD 24
+#define LONG_PHD 40
+
+/* A record that fits in its page ends where its bytes end. */
+TEST(wal_record_within_a_page)
+{
+	CHECK(hapg_wal_record_end(3 * PAGE + 100, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
+		  3 * PAGE + 100 + 114);
+	/* ending exactly at the page end adds no header */
+	CHECK(hapg_wal_record_end(4 * PAGE - 114, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
+		  4 * PAGE);
+	/* nothing to read */
+	CHECK(hapg_wal_record_end(3 * PAGE + 100, 0, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
+		  3 * PAGE + 100);
+	/* without a page geometry there are no headers to count */
+	CHECK(hapg_wal_record_end(4 * PAGE - 50, 114, 0, SEG, SHORT_PHD, LONG_PHD) ==
+		  4 * PAGE - 50 + 114);
+	CHECK(hapg_wal_record_end(4 * PAGE - 50, 114, PAGE, 0, SHORT_PHD, LONG_PHD) ==
+		  4 * PAGE - 50 + 114);
+}
+
+/* Crossing into the next page skips its short header. */
+TEST(wal_record_crosses_a_page)
+{
+	CHECK(hapg_wal_record_end(4 * PAGE - 50, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
+		  4 * PAGE + SHORT_PHD + 64);
+	/* one byte over */
+	CHECK(hapg_wal_record_end(4 * PAGE - 113, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
+		  4 * PAGE + SHORT_PHD + 1);
+	/* a start on a page boundary is after that page's header */
+	CHECK(hapg_wal_record_end(5 * PAGE, 10, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
+		  5 * PAGE + SHORT_PHD + 10);
+}
+
+/* Crossing into a new segment skips the long header. */
+TEST(wal_record_crosses_a_segment)
+{
+	CHECK(hapg_wal_record_end((uint64_t) SEG - 50, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
+		  (uint64_t) SEG + LONG_PHD + 64);
+	CHECK(hapg_wal_record_end(UINT64_C(0x300000000) + 5 * SEG - 50, 114, PAGE, SEG,
+							  SHORT_PHD, LONG_PHD) ==
+		  UINT64_C(0x300000000) + 5 * SEG + LONG_PHD + 64);
+}
+
+/* A long record pays one header per page it reaches. */
+TEST(wal_record_spans_pages)
+{
+	/* 8092 bytes in page 2, 8168 in page 3, the last 3740 in page 4 */
+	CHECK(hapg_wal_record_end(2 * PAGE + 100, 20000, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
+		  4 * PAGE + SHORT_PHD + 3740);
+	/* with a segment of 4 pages, page 4 starts a segment: 8152 bytes there */
+	CHECK(hapg_wal_record_end(3 * PAGE + 100, 20000, PAGE, 4 * PAGE, SHORT_PHD, LONG_PHD) ==
+		  5 * PAGE + SHORT_PHD + 3756);
+	/* filling pages 3 and 4 exactly ends at the end of page 4 */
+	CHECK(hapg_wal_record_end(3 * PAGE + 100, (PAGE - 100) + (PAGE - LONG_PHD), PAGE,
+							  4 * PAGE, SHORT_PHD, LONG_PHD) == 5 * PAGE);
+}
+
+/* A standby that saw the Lease released for a hand-over, at now_ms. */
+static HapgDecisionInput
+handover_input(const char *to, int64_t now_ms)
+{
+	HapgDecisionInput in = base_input("", 10000, now_ms);
+
+	in.me = "pg-1";
+	in.in_recovery = true;
+	in.my_lsn = 0x5000;
+	in.my_timeline = 1;
+	in.has_handover = true;
+	in.handover_to = to;
+	in.handover_lsn = 0x5000;
+	return in;
+}
+
+/* The target takes the Lease only once it has the old leader's last WAL. */
+TEST(handover_to_me_waits_for_wal)
+{
+	HapgDecisionInput in = handover_input("pg-1", 11000);
+	HapgDecision d;
+
+	in.my_lsn = 0x4FFF;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(!d.promote);
+	CHECK(d.role == HAPG_ROLE_REPLICA);
+	CHECK(d.wake_in_ms == 50);
+	CHECK(strstr(d.reason, "waiting for the old leader's last WAL") != NULL);
+	/* near the end of the hand-over it wakes when the ttl runs out */
+	in.now_ms = 10000 + 29980;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(d.wake_in_ms == 21);
+
+	in.now_ms = 11000;
+	in.my_lsn = 0x5000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);
+	CHECK(d.promote);
+	CHECK(d.role == HAPG_ROLE_LEADER);
+	CHECK(d.expires_in_ms == 30000);
+	CHECK(strstr(d.reason, "handed over to me") != NULL);
+	in.my_lsn = 0x6000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);
+	CHECK(d.promote);
+}
+
+/* A target that never catches up does not hold the cluster forever. */
+TEST(handover_to_me_gives_way_to_election)
+{
+	HapgDecisionInput in = handover_input("pg-1", 10000 + 30000);
+	HapgDecision d;
+
+	in.my_lsn = 0x4FFF;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_CANDIDACY);
+	CHECK_STR(d.term, "42");
+}
+
+/* Others keep off a Lease handed to someone else, for one ttl. */
+TEST(handover_to_other_blocks_election)
+{
+	HapgDecisionInput in = handover_input("pg-2", 11000);
+	HapgDecision d;
+
+	in.my_lsn = 0x9000;			/* even further ahead than the target */
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(!d.promote);
+	CHECK(d.role == HAPG_ROLE_REPLICA);
+	CHECK(d.wake_in_ms == 29001);
+	CHECK(strstr(d.reason, "handed over to another member") != NULL);
+	in.now_ms = 10000 + 29999;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(d.wake_in_ms == 2);
+
+	/* one ttl after it was seen released, the normal election starts */
+	in.now_ms = 10000 + 30000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_CANDIDACY);
+	CHECK(d.eligible);
+	CHECK_STR(d.term, "42");
+}
+
+/* Hand-over fields count only on a released Lease that says so. */
+TEST(handover_needs_released_lease)
+{
+	HapgDecisionInput in = handover_input("pg-2", 11000);
+	HapgDecision d;
+
+	/* no has_handover: a released Lease starts the election at once */
+	in.has_handover = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_CANDIDACY);
+	/* an empty target is no hand-over either */
+	in.has_handover = true;
+	in.handover_to = "";
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_CANDIDACY);
+	in.handover_to = NULL;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_CANDIDACY);
+	/* a held Lease is followed, whatever the annotation says */
+	in = handover_input("pg-1", 11000);
+	strcpy(in.lease.holder, "pg-0");
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(!d.promote);
+	CHECK(d.wake_in_ms == 29001);
+	CHECK(strstr(d.reason, "following") != NULL);
+}
+
+/* A primary must not keep taking writes while its Lease goes to another. */
+TEST(primary_fences_on_handover_to_other)
+{
+	HapgDecisionInput in = handover_input("pg-1", 11000);
+	HapgDecision d;
+
+	in.me = "pg-0";
+	in.in_recovery = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
+	CHECK(d.role == HAPG_ROLE_UNLEASED_PRIMARY);
+	CHECK(!d.lost_lease);
+	CHECK(strstr(d.reason, "handed over to another member") != NULL);
+	in.was_leader = true;
+	in.last_renew_sent_ms = 10500;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
+	CHECK(d.lost_lease);
+	/* paused changes nothing to that */
+	in.paused = true;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
+
+	/* a primary that is the target itself takes it */
+	in = handover_input("pg-0", 11000);
+	in.me = "pg-0";
+	in.in_recovery = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);
+	CHECK(d.role == HAPG_ROLE_LEADER);
+
+	/* after one ttl the hand-over is over: a released Lease for the taking */
+	in = handover_input("pg-1", 10000 + 30000);
+	in.me = "pg-0";
+	in.in_recovery = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);
+}
+
+/* Paused, an expired or released Lease starts no election. */
+TEST(paused_standby_does_not_elect)
+{
+	HapgCandidate cand[2];
+	HapgDecisionInput in = election_input(cand);
+	HapgDecision d;
+
+	in.paused = true;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(!d.promote);
+	CHECK(d.role == HAPG_ROLE_REPLICA);
+	CHECK(strstr(d.reason, "paused") != NULL);
+	/* not even with a candidacy already published and nobody better */
+	in.candidacy_term = "42";
+	in.candidacy_sent_ms = 40000;
+	in.now_ms = 90000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(strstr(d.reason, "paused") != NULL);
+	in.paused = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);
+
+	/* a released Lease without a hand-over */
+	in = election_input(cand);
+	in.lease.holder[0] = '\0';
+	in.now_ms = 10001;
+	in.paused = true;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(strstr(d.reason, "paused") != NULL);
+	in.paused = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_CANDIDACY);
+}
+
+/* Paused, a leader that cannot renew keeps running; not paused, it fences. */
+TEST(paused_leader_does_not_fence_on_overdue_renewal)
+{
+	HapgDecisionInput in = base_input("pg-0", 10000, 10000 + 28000);
+	HapgDecision d;
+
+	in.lease.known = false;
+	in.was_leader = true;
+	in.last_renew_sent_ms = 10000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
+	CHECK(d.renew_overdue);
+
+	in.paused = true;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(!d.renew_overdue);
+	CHECK(d.role == HAPG_ROLE_LEADER);
+	in.now_ms = 10000 + 60000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(!d.renew_overdue);
+
+	/* once the API answers that the Lease is still mine it renews it */
+	in.lease.known = true;
+	in.lease.observed_ms = 10000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_RENEW);
+	CHECK(d.role == HAPG_ROLE_LEADER);
+	CHECK(!d.promote);
+}
+
+/* Paused or not, a primary that sees another valid holder fences. */
+TEST(paused_leader_still_fences_on_other_holder)
+{
+	HapgDecisionInput in = base_input("pg-2", 10000, 11000);
+	HapgDecision d;
+
+	in.was_leader = true;
+	in.last_renew_sent_ms = 10500;
+	in.paused = true;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
+	CHECK(d.lost_lease);
+	CHECK(d.role == HAPG_ROLE_UNLEASED_PRIMARY);
+	/* and so does a data directory that is gone */
+	in = base_input("pg-0", 10000, 11000);
+	in.was_leader = true;
+	in.last_renew_sent_ms = 10500;
+	in.paused = true;
+	in.datadir_ok = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_RELEASE);
+}
+
+/* A switchover is an operator's act: pausing does not stop the hand-over. */
+TEST(paused_handover_to_me_still_works)
+{
+	HapgDecisionInput in = handover_input("pg-1", 11000);
+	HapgDecision d;
+
+	in.paused = true;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_ACQUIRE);
+	CHECK(d.promote);
+	CHECK(d.role == HAPG_ROLE_LEADER);
+	in.my_lsn = 0x4000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(d.wake_in_ms == 50);
+}
+
 void
 run_lease_tests(void)
 {
@@ -476,4 +799,17 @@ run_lease_tests(void)
 	RUN(timing_rule);
 	RUN(member_names);
 	RUN(lsn_round_trip);
+	RUN(wal_record_within_a_page);
+	RUN(wal_record_crosses_a_page);
+	RUN(wal_record_crosses_a_segment);
+	RUN(wal_record_spans_pages);
+	RUN(handover_to_me_waits_for_wal);
+	RUN(handover_to_me_gives_way_to_election);
+	RUN(handover_to_other_blocks_election);
+	RUN(handover_needs_released_lease);
+	RUN(primary_fences_on_handover_to_other);
+	RUN(paused_standby_does_not_elect);
+	RUN(paused_leader_does_not_fence_on_overdue_renewal);
+	RUN(paused_leader_still_fences_on_other_holder);
+	RUN(paused_handover_to_me_still_works);
 }
