@@ -1211,9 +1211,12 @@ fill_members(HapgMemberView *mv, bool *has_leader_lsn, uint64 *leader_lsn)
 				m->streaming = strcmp(pos[j].state, "streaming") == 0;
 				m->has_lsn = true;
 				m->lsn = pos[j].lsn;
-				if (m->streaming)
-					strlcpy(m->state, "streaming", sizeof(m->state));
+				strlcpy(m->state, pos[j].state, sizeof(m->state));
 			}
+		/* the leader's view says more than a Pod status written long ago */
+		if (!m->has_lsn && m->replica && *has_leader_lsn &&
+			strcmp(p->name, cfg.member) != 0)
+			strlcpy(m->state, "disconnected", sizeof(m->state));
 		n++;
 	}
 	return n;

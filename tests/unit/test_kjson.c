@@ -361,6 +361,411 @@ TEST(microtime)
 	CHECK_STR(buf, "2026-11-22T05:00:00.123456Z");
 }
 
+/* LEASE with one more annotation, set to value as a JSON string. */
+static json_object *
+lease_with(const char *key, const char *value)
+{
+	json_object *o = parse(LEASE);
+	json_object *meta = json_object_object_get(o, "metadata");
+
+	json_object_object_add(json_object_object_get(meta, "annotations"), key,
+						   json_object_new_string(value));
+	return o;
+}
+
+/* The string value of one annotation of a built body, or NULL. */
+static const char *
+annotation(json_object *o, const char *key)
+{
+	json_object *meta;
+	json_object *ann;
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, "metadata", &meta) ||
+		!json_object_object_get_ex(meta, "annotations", &ann) ||
+		!json_object_object_get_ex(ann, key, &v) ||
+		!json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* A spec field of a built body as a string, or NULL. */
+static const char *
+spec_str(json_object *o, const char *key)
+{
+	json_object *spec;
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, "spec", &spec) ||
+		!json_object_object_get_ex(spec, key, &v) ||
+		!json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* hapg.io/config pauses the cluster only when it says so with a boolean. */
+TEST(lease_config_paused)
+{
+	const char *cases[] = {"{\"paused\":true}", "{\"paused\":false}",
+		"{\"paused\":\"true\"}", "{\"paused\":1}", "{}"};
+	HapgLeaseInfo li;
+	char		err[256];
+	json_object *o;
+	int			i;
+
+	for (i = 0; i < 5; i++)
+	{
+		o = lease_with(HAPG_CONFIG_ANNOTATION, cases[i]);
+		CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+		CHECK(li.paused == (i == 0));
+		json_object_put(o);
+	}
+	o = parse(LEASE);
+	CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK(!li.paused);
+	CHECK(!li.switchover.pending);
+	CHECK(!li.has_handover);
+	json_object_put(o);
+}
+
+/* Every field of a pending switchover survives the annotation. */
+TEST(switchover_json_round_trip)
+{
+	HapgSwitchover sw;
+	HapgLeaseInfo li;
+	char		err[256];
+	char	   *s;
+	json_object *o;
+
+	memset(&sw, 0, sizeof(sw));
+	sw.pending = true;
+	strcpy(sw.from, "pg-0");
+	strcpy(sw.to, "pg-2");
+	sw.scheduled_at_us = INT64_C(9007199254740993);	/* not exact as a double */
+	sw.requested_at_us = INT64_C(1795323600123456);
+	strcpy(sw.requested_by, "pg-1");
+	s = hapg_build_switchover_json(&sw);
+	o = lease_with(HAPG_SWITCHOVER_ANNOTATION, s);
+	CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK(li.switchover.pending);
+	CHECK_STR(li.switchover.from, "pg-0");
+	CHECK_STR(li.switchover.to, "pg-2");
+	CHECK(li.switchover.scheduled_at_us == INT64_C(9007199254740993));
+	CHECK(li.switchover.requested_at_us == INT64_C(1795323600123456));
+	CHECK_STR(li.switchover.requested_by, "pg-1");
+	/* the rest of the Lease is read as before */
+	CHECK_STR(li.view.holder, "pg-0");
+	CHECK(li.leader_lsn == 0x3000060);
+	json_object_put(o);
+	free(s);
+
+	/* to the healthiest replica, at once */
+	strcpy(sw.to, "");
+	sw.scheduled_at_us = 0;
+	s = hapg_build_switchover_json(&sw);
+	o = lease_with(HAPG_SWITCHOVER_ANNOTATION, s);
+	CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK(li.switchover.pending);
+	CHECK_STR(li.switchover.to, "");
+	CHECK(li.switchover.scheduled_at_us == 0);
+	CHECK(li.switchover.requested_at_us == INT64_C(1795323600123456));
+	json_object_put(o);
+	free(s);
+
+	/* without "from" it is nobody's switchover: not pending */
+	o = lease_with(HAPG_SWITCHOVER_ANNOTATION, "{\"to\":\"pg-2\",\"requested_at_us\":5}");
+	CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK(!li.switchover.pending);
+	json_object_put(o);
+}
+
+/* A hand-over carries from, to, the WAL position to wait for and why. */
+TEST(handover_json_round_trip)
+{
+	HapgLeaseInfo li;
+	char		err[256];
+	char	   *s = hapg_build_handover_json("pg-0", "pg-1", UINT64_C(0x1A00000028),
+											 "switchover");
+	json_object *o = lease_with(HAPG_HANDOVER_ANNOTATION, s);
+
+	CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK(li.has_handover);
+	CHECK_STR(li.handover_from, "pg-0");
+	CHECK_STR(li.handover_to, "pg-1");
+	CHECK(li.handover_lsn == UINT64_C(0x1A00000028));
+	CHECK_STR(li.handover_reason, "switchover");
+	json_object_put(o);
+	free(s);
+}
+
+/* A hand-over without a position to wait for is unusable: ignored. */
+TEST(handover_without_lsn_ignored)
+{
+	const char *cases[] = {
+		"{\"from\":\"pg-0\",\"to\":\"pg-1\",\"reason\":\"switchover\"}",
+		"{\"from\":\"pg-0\",\"to\":\"pg-1\",\"lsn\":\"garbage\"}",
+		"{\"from\":\"pg-0\",\"to\":\"pg-1\",\"lsn\":12345}",
+		"{\"from\":\"pg-0\",\"lsn\":\"0/5000\"}",
+		"{\"from\":\"pg-0\",\"to\":7,\"lsn\":\"0/5000\"}"};
+	HapgLeaseInfo li;
+	char		err[256];
+	int			i;
+
+	for (i = 0; i < 5; i++)
+	{
+		json_object *o = lease_with(HAPG_HANDOVER_ANNOTATION, cases[i]);
+
+		CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+		CHECK(!li.has_handover);
+		CHECK_STR(li.view.holder, "pg-0");
+		json_object_put(o);
+	}
+}
+
+/* Damaged steering annotations are as if absent, never fatal to the Lease. */
+TEST(damaged_steering_annotations_ignored)
+{
+	const char *damaged[] = {"not json", "{", "[1,2]", "\"paused\"", "{} {}", "",
+	"null"};
+	const char *keys[] = {HAPG_CONFIG_ANNOTATION, HAPG_SWITCHOVER_ANNOTATION,
+	HAPG_HANDOVER_ANNOTATION};
+	HapgLeaseInfo li;
+	char		err[256];
+	int			i,
+				k;
+
+	for (k = 0; k < 3; k++)
+		for (i = 0; i < 7; i++)
+		{
+			json_object *o = lease_with(keys[k], damaged[i]);
+
+			CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+			CHECK_STR(li.view.holder, "pg-0");
+			CHECK_STR(li.view.resource_version, "77");
+			CHECK(li.npos == 1);
+			CHECK(!li.paused);
+			CHECK(!li.switchover.pending);
+			CHECK(!li.has_handover);
+			json_object_put(o);
+		}
+
+	/* one damaged annotation does not hide the others */
+	{
+		json_object *o = lease_with(HAPG_SWITCHOVER_ANNOTATION, "{\"from\":");
+		json_object *ann = json_object_object_get(json_object_object_get(o, "metadata"),
+												  "annotations");
+
+		json_object_object_add(ann, HAPG_CONFIG_ANNOTATION,
+							   json_object_new_string("{\"paused\":true}"));
+		json_object_object_add(ann, HAPG_HANDOVER_ANNOTATION,
+							   json_object_new_string("{\"to\":\"pg-1\",\"lsn\":\"0/10\"}"));
+		CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+		CHECK(li.paused);
+		CHECK(!li.switchover.pending);
+		CHECK(li.has_handover);
+		CHECK(li.handover_lsn == 0x10);
+		json_object_put(o);
+	}
+	/* a non-string annotation value is ignored too */
+	{
+		json_object *o = parse(LEASE);
+		json_object *ann = json_object_object_get(json_object_object_get(o, "metadata"),
+												  "annotations");
+		json_object *cfg = json_object_new_object();
+
+		json_object_object_add(cfg, "paused", json_object_new_boolean(true));
+		json_object_object_add(ann, HAPG_CONFIG_ANNOTATION, cfg);
+		CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+		CHECK(!li.paused);
+		json_object_put(o);
+	}
+}
+
+/*
+ * A member that does not hold the Lease changes only what its request is
+ * about, renewTime included, and carries the read's resourceVersion.
+ */
+TEST(lease_edit_keeps_the_rest)
+{
+	json_object *o = lease_with("hapg.io/switchover", "{\"from\":\"pg-0\",\"to\":\"pg-2\"}");
+	HapgLeaseEdit e;
+	char	   *body;
+	json_object *b;
+	HapgLeaseInfo li;
+	char		err[256];
+
+	json_object_object_add(json_object_object_get(o, "metadata"), "managedFields",
+						   json_object_new_array());
+	memset(&e, 0, sizeof(e));
+	e.resource_version = "78";
+	e.config_json = "{\"paused\":true}";
+	body = hapg_build_lease_edit(o, &e);
+	CHECK(body != NULL);
+	b = parse(body);
+	CHECK(b != NULL);
+	CHECK(hapg_parse_lease(b, &li, err, sizeof(err)));
+	CHECK_STR(li.view.resource_version, "78");
+	CHECK_STR(li.view.holder, "pg-0");
+	CHECK(li.view.duration_s == 30);
+	CHECK(li.view.transitions == 4);
+	CHECK(li.leader_lsn == 0x3000060);
+	CHECK(li.npos == 1);
+	CHECK(li.paused);
+	/* NULL kept the switchover as read */
+	CHECK(li.switchover.pending);
+	CHECK_STR(li.switchover.to, "pg-2");
+	CHECK_STR(spec_str(b, "renewTime"), "2026-11-22T05:00:00.000000Z");
+	CHECK_STR(annotation(b, "other.io/x"), "keep");
+	CHECK(strstr(body, "managedFields") == NULL);
+	/* the cached read is not modified */
+	CHECK_STR(hapg_object_rv(o), "77");
+	CHECK(strstr(json_object_to_json_string(o), "paused") == NULL);
+	CHECK(strstr(json_object_to_json_string(o), "managedFields") != NULL);
+	json_object_put(b);
+	free(body);
+
+	/* "" removes, a value replaces */
+	e.config_json = "";
+	e.switchover_json = "";
+	e.handover_json = "{\"to\":\"pg-1\",\"lsn\":\"0/20\"}";
+	body = hapg_build_lease_edit(o, &e);
+	b = parse(body);
+	CHECK(annotation(b, HAPG_SWITCHOVER_ANNOTATION) == NULL);
+	CHECK(annotation(b, HAPG_CONFIG_ANNOTATION) == NULL);
+	CHECK_STR(annotation(b, HAPG_HANDOVER_ANNOTATION), "{\"to\":\"pg-1\",\"lsn\":\"0/20\"}");
+	CHECK_STR(annotation(b, "other.io/x"), "keep");
+	CHECK_STR(spec_str(b, "holderIdentity"), "pg-0");
+	json_object_put(b);
+	free(body);
+
+	/* holder "" releases the Lease, keeping renewTime */
+	e.holder = "";
+	body = hapg_build_lease_edit(o, &e);
+	b = parse(body);
+	CHECK(hapg_parse_lease(b, &li, err, sizeof(err)));
+	CHECK_STR(li.view.holder, "");
+	CHECK(li.has_handover);
+	CHECK_STR(li.handover_to, "pg-1");
+	CHECK(li.handover_lsn == 0x20);
+	CHECK_STR(spec_str(b, "renewTime"), "2026-11-22T05:00:00.000000Z");
+	json_object_put(b);
+	free(body);
+
+	/* nothing to edit without a read */
+	CHECK(hapg_build_lease_edit(NULL, &e) == NULL);
+	json_object_put(o);
+}
+
+/* An edit on a Lease without annotations or spec creates what it needs. */
+TEST(lease_edit_minimal_lease)
+{
+	json_object *o = parse("{\"kind\":\"Lease\",\"metadata\":{\"resourceVersion\":\"3\"}}");
+	HapgLeaseEdit e;
+	char	   *body;
+	json_object *b;
+
+	memset(&e, 0, sizeof(e));
+	e.resource_version = "3";
+	e.config_json = "{\"paused\":true}";
+	e.switchover_json = "";		/* removing what is not there is fine */
+	e.holder = "";
+	body = hapg_build_lease_edit(o, &e);
+	b = parse(body);
+	CHECK(b != NULL);
+	CHECK_STR(annotation(b, HAPG_CONFIG_ANNOTATION), "{\"paused\":true}");
+	CHECK_STR(spec_str(b, "holderIdentity"), "");
+	CHECK(spec_str(b, "renewTime") == NULL);
+	json_object_put(b);
+	free(body);
+	json_object_put(o);
+}
+
+/* The leader's writes keep, remove or set the steering annotations. */
+TEST(build_lease_steering_annotations)
+{
+	json_object *o = lease_with(HAPG_CONFIG_ANNOTATION, "{\"paused\":true}");
+	json_object *ann = json_object_object_get(json_object_object_get(o, "metadata"),
+											  "annotations");
+	HapgLeaseWrite w;
+	char	   *body;
+	json_object *b;
+	HapgLeaseInfo li;
+	char		err[256];
+
+	json_object_object_add(ann, HAPG_SWITCHOVER_ANNOTATION,
+						   json_object_new_string("{\"from\":\"pg-0\",\"to\":\"pg-1\"}"));
+	json_object_object_add(ann, HAPG_HANDOVER_ANNOTATION,
+						   json_object_new_string("{\"to\":\"pg-1\",\"lsn\":\"0/30\"}"));
+	memset(&w, 0, sizeof(w));
+	w.name = w.namespace = w.cluster = "c1";
+	w.holder = "pg-0";
+	w.duration_s = 30;
+	w.transitions = 4;
+	w.renew_time = "2026-11-22T05:00:10.000000Z";
+	w.resource_version = "77";
+	w.leader_lsn = 0x4000000;
+
+	/* NULL keeps all three */
+	body = hapg_build_lease(o, &w);
+	b = parse(body);
+	CHECK(hapg_parse_lease(b, &li, err, sizeof(err)));
+	CHECK(li.paused);
+	CHECK(li.switchover.pending);
+	CHECK_STR(li.switchover.to, "pg-1");
+	CHECK(li.has_handover);
+	CHECK(li.handover_lsn == 0x30);
+	json_object_put(b);
+	free(body);
+
+	/* "" removes them: a renewal that drops a carried-out switchover */
+	w.config_json = "";
+	w.switchover_json = "";
+	w.handover_json = "";
+	body = hapg_build_lease(o, &w);
+	b = parse(body);
+	CHECK(hapg_parse_lease(b, &li, err, sizeof(err)));
+	CHECK(!li.paused);
+	CHECK(!li.switchover.pending);
+	CHECK(!li.has_handover);
+	CHECK(annotation(b, HAPG_CONFIG_ANNOTATION) == NULL);
+	CHECK(annotation(b, HAPG_SWITCHOVER_ANNOTATION) == NULL);
+	CHECK(annotation(b, HAPG_HANDOVER_ANNOTATION) == NULL);
+	CHECK_STR(annotation(b, "other.io/x"), "keep");
+	CHECK_STR(annotation(b, HAPG_LSN_ANNOTATION), "0/4000000");
+	json_object_put(b);
+	free(body);
+
+	/* values replace them */
+	w.config_json = "{\"paused\":false}";
+	w.switchover_json = "{\"from\":\"pg-0\",\"to\":\"pg-2\"}";
+	w.handover_json = "{\"to\":\"pg-2\",\"lsn\":\"0/40\"}";
+	body = hapg_build_lease(o, &w);
+	b = parse(body);
+	CHECK(hapg_parse_lease(b, &li, err, sizeof(err)));
+	CHECK(!li.paused);
+	CHECK_STR(li.switchover.to, "pg-2");
+	CHECK_STR(li.handover_to, "pg-2");
+	CHECK(li.handover_lsn == 0x40);
+	CHECK_STR(spec_str(b, "renewTime"), "2026-11-22T05:00:10.000000Z");
+	json_object_put(b);
+	free(body);
+
+	/* a create carries them too, and "" on a create is harmless */
+	w.resource_version = NULL;
+	w.config_json = "{\"paused\":true}";
+	w.switchover_json = "";
+	w.handover_json = NULL;
+	body = hapg_build_lease(NULL, &w);
+	b = parse(body);
+	CHECK(!hapg_parse_lease(b, &li, err, sizeof(err)));	/* no resourceVersion yet */
+	CHECK_STR(annotation(b, HAPG_CONFIG_ANNOTATION), "{\"paused\":true}");
+	CHECK(annotation(b, HAPG_SWITCHOVER_ANNOTATION) == NULL);
+	CHECK(annotation(b, HAPG_HANDOVER_ANNOTATION) == NULL);
+	json_object_put(b);
+	free(body);
+	json_object_put(o);
+}
+
 void
 run_kjson_tests(void)
 {
@@ -379,4 +784,12 @@ run_kjson_tests(void)
 	RUN(candidacy_round_trip);
 	RUN(history_append_and_bound);
 	RUN(microtime);
+	RUN(lease_config_paused);
+	RUN(switchover_json_round_trip);
+	RUN(handover_json_round_trip);
+	RUN(handover_without_lsn_ignored);
+	RUN(damaged_steering_annotations_ignored);
+	RUN(lease_edit_keeps_the_rest);
+	RUN(lease_edit_minimal_lease);
+	RUN(build_lease_steering_annotations);
 }
