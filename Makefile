@@ -24,6 +24,10 @@ EXTRA_CLEAN = tests/unit/test_unit tests/unit/*.o
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies: a changed struct must rebuild every
+# object that embeds it.
+$(OBJS): $(wildcard src/*.h)
+
 # pg_regress against a throw-away instance that preloads hapg (needs a
 # non-root user: run as postgres).
 regress-temp:

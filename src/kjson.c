@@ -278,8 +278,9 @@ parse_steering(json_object *obj, HapgLeaseInfo *out)
 		if (s && copy_str(sw->from, sizeof(sw->from), s))
 		{
 			sw->pending = true;
-			if ((s = jstr(jget(a, "to", NULL, NULL))))
-				copy_str(sw->to, sizeof(sw->to), s);
+			if ((s = jstr(jget(a, "to", NULL, NULL))) &&
+				!copy_str(sw->to, sizeof(sw->to), s))
+				sw->pending = false;	/* a damaged target: not ours to guess */
 			if ((s = jstr(jget(a, "requested_by", NULL, NULL))))
 				copy_str(sw->requested_by, sizeof(sw->requested_by), s);
 			sw->scheduled_at_us = jint64(jget(a, "scheduled_at_us", NULL, NULL));
@@ -334,6 +335,8 @@ hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
 		snprintf(err, errlen, "Lease holderIdentity is too long");
 		return false;
 	}
+	if ((s = jstr(jget(spec, "renewTime", NULL, NULL))))
+		copy_str(out->view.renew_time, sizeof(out->view.renew_time), s);
 	out->view.duration_s = jint(jget(spec, "leaseDurationSeconds", NULL, NULL), 0);
 	out->view.transitions = jint(jget(spec, "leaseTransitions", NULL, NULL), 0);
 	out->view.known = true;

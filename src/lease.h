@@ -68,7 +68,8 @@ typedef struct HapgLeaseView
 	char		resource_version[HAPG_RV_LEN];
 	int			duration_s;		/* spec.leaseDurationSeconds */
 	int			transitions;	/* spec.leaseTransitions */
-	int64_t		observed_ms;	/* monotonic ms when this version was first seen */
+	char		renew_time[40]; /* spec.renewTime, only compared for change */
+	int64_t		observed_ms;	/* monotonic ms when the holder was last seen renewing */
 } HapgLeaseView;
 
 /* Another member's published position in the current election. */

@@ -240,6 +240,14 @@ judge_failover(const HapgRequestInput *in, HapgVerdict *out)
 	}
 	if (candidate_refused(in, m, false, out))
 		return;
+	if (in->has_leader_lsn && !m->has_lsn)
+	{
+		/* without its position the lag limit cannot be checked */
+		snprintf(msg, sizeof(msg), "the position of member \"%s\" is unknown here", m->name);
+		refuse(out, msg, "The leader did not report it as connected before it went away.",
+			   "Call hapg_failover() on that member itself: it knows its own position.");
+		return;
+	}
 	snprintf(out->target, sizeof(out->target), "%s", m->name);
 	out->ok = out->changes = true;
 	snprintf(out->message, sizeof(out->message), "failover to \"%s\" requested", m->name);
@@ -333,7 +341,8 @@ hapg_plan_switchover(const HapgSwitchover *sw, const char *me, int64_t now_us,
 			lag_of(m, true, leader_lsn) > max_lag)
 		{
 			snprintf(out->why, sizeof(out->why), "candidate \"%s\" is not ready: %s", sw->to,
-					 m == NULL ? "not a member" : !m->streaming ? "not streaming" :
+					 m == NULL ? "not a member" : !m->replica ? "not a replica" :
+					 !m->streaming ? "not streaming" :
 					 (m->nofailover || m->priority <= 0) ? "it must not be promoted" :
 					 "it lags behind");
 			return;

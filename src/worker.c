@@ -297,8 +297,20 @@ adopt_lease(json_object *obj, int64 seen_ms)
 	if (!lease.info.view.exists ||
 		strcmp(info.view.resource_version, lease.info.view.resource_version) != 0)
 	{
-		lease.observed_ms = seen_ms;
-		lease.observed_at = GetCurrentTimestamp();
+		/*
+		 * The expiry clock restarts when the holder renews, which always
+		 * changes renewTime.  An edit by another member (pause, a
+		 * switchover request) changes neither holder nor renewTime, and must
+		 * not stretch a silent leader's Lease.
+		 */
+		if (!lease.info.view.exists ||
+			strcmp(info.view.holder, lease.info.view.holder) != 0 ||
+			strcmp(info.view.renew_time, lease.info.view.renew_time) != 0 ||
+			info.view.duration_s != lease.info.view.duration_s)
+		{
+			lease.observed_ms = seen_ms;
+			lease.observed_at = GetCurrentTimestamp();
+		}
 		if (strcmp(info.view.holder, lease.info.view.holder) != 0 ||
 			info.paused != lease.info.paused ||
 			info.switchover.pending != lease.info.switchover.pending ||
@@ -1204,8 +1216,15 @@ fill_members(HapgMemberView *mv, bool *has_leader_lsn, uint64 *leader_lsn)
 			m->replica = local.in_recovery;
 			m->nofailover = hapg_nofailover;
 			m->priority = hapg_failover_priority;
+			if (local.in_recovery && !i_lead)
+			{
+				/* my own position I know first hand */
+				m->has_lsn = true;
+				m->lsn = local.lsn;
+				m->streaming = local.streaming;
+			}
 		}
-		for (j = 0; j < npos; j++)
+		for (j = 0; j < npos && !m->has_lsn; j++)
 			if (strcmp(pos[j].name, p->name) == 0)
 			{
 				m->streaming = strcmp(pos[j].state, "streaming") == 0;
@@ -1485,6 +1504,7 @@ run_switchover(void)
 	if (plan.step == HAPG_SW_DROP)
 	{
 		HapgLeaseEdit e;
+		HapgSwitchover sw = lease.info.switchover;
 		char		err[HAPG_MSG_LEN];
 
 		memset(&e, 0, sizeof(e));
@@ -1492,8 +1512,8 @@ run_switchover(void)
 		e.switchover_json = "";
 		if (edit_lease(&e, err, sizeof(err)) == 200)
 			ereport(LOG, (errmsg("hapg: dropped the switchover to %s requested by \"%s\": %s",
-								 lease.info.switchover.to[0] ? lease.info.switchover.to : "the healthiest replica",
-								 lease.info.switchover.requested_by, plan.why)));
+								 sw.to[0] ? sw.to : "the healthiest replica",
+								 sw.requested_by, plan.why)));
 		return;
 	}
 	if (now < handover_not_before_ms)
