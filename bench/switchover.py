@@ -176,6 +176,15 @@ class LeaderWriter:
                 self.cond.wait(min(left, 0.2))
 
 
+def stamp_exit(proc, out, timeout):
+    """Append the monotonic time proc exits to out (nothing after timeout)."""
+    try:
+        proc.wait(timeout)
+        out.append(time.monotonic())
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def write_figures(acks, t0):
     """Longest gap between consecutive acks from the last one before t0 on,
     with where it lies (relative to t0), and the usual gap before t0."""
@@ -245,12 +254,18 @@ class HapgSide:
             if (st['leader'] != h or not st['api_ok'] or st['pending_switchover']
                     or st['role'] != ('leader' if m == h else 'replica')):
                 return None
+            # what a switchover request is judged on: a replica knows the
+            # others' streaming state from the leader's last renewal
+            view = self.c.members_view(m)
+            if sorted(view) != sorted(self.members) or any(
+                    v['state'] != 'streaming' for k, v in view.items() if k != h):
+                return None
         return h if caught_up(self.ports, h) else None
 
     def wait_healthy(self, timeout):
         """The leader, once the cluster is healthy (see the module docstring)."""
-        return harness.wait_for(self._agreed_leader, timeout, 'one leader, every member agreeing, '
-                                'two replicas following it', interval=0.2)
+        return harness.wait_for(self._agreed_leader, timeout, 'one leader, every member agreeing and '
+                                'seeing two streaming replicas that follow it', interval=0.2)
 
     def switchover(self, leader, candidate, via, timeout):
         """SELECT hapg_switchover(candidate) on member via; (new leader, detail)."""
@@ -276,8 +291,9 @@ class HapgSide:
             raise harness.HarnessError('no launcher for %s' % leader)
         os.kill(pid, signal.SIGTERM)
 
-    def wait_stopped(self, member, timeout):
-        self.c.m(member).launcher.wait(timeout)
+    def agent(self, member):
+        """The Popen of the member's launcher (runuser, which exits with it)."""
+        return self.c.m(member).launcher
 
     def restart(self, member):
         self.c.start_member(member, timeout=60, wait=False)
@@ -296,6 +312,16 @@ class HapgSide:
 
     def logs(self):
         return self.c.log_tails(30) if self.c else ''
+
+    def files(self):
+        return self.c.base_dir
+
+    def snapshot(self):
+        """The Lease and every member's hapg_status(), for the record of a failed run."""
+        out = {'lease': harness._safe(self.c.lease)}
+        for m in self.members:
+            out[m] = harness._safe(lambda m=m: {k: str(v) for k, v in (self.c.status(m) or {}).items()})
+        return out
 
     def stop(self, failed=False):
         if self.c is not None:
@@ -336,8 +362,8 @@ class PatroniSide(fo.PatroniSystem):
     def stop_leader(self, leader):
         os.kill(self.c.procs[leader].pid, signal.SIGTERM)
 
-    def wait_stopped(self, member, timeout):
-        self.c.procs[member].wait(timeout)
+    def agent(self, member):
+        return self.c.procs[member]
 
     def restart(self, member):
         self.c.start_member(self.c.names.index(member))
@@ -357,6 +383,14 @@ class PatroniSide(fo.PatroniSystem):
             return []
         return [w for w in ('running pg_rewind', 'reinitializing') if w in text]
 
+    def files(self):
+        return self.base
+
+    def snapshot(self):
+        """The leader ConfigMap and every Pod's status annotation."""
+        return {'lock': harness._safe(self.c.lock_object),
+                'pods': harness._safe(lambda: {n: self.c.pod_status(p) for n, p in self.c.pods().items()})}
+
 
 # --------------------------------------------------------------------------
 # one run
@@ -368,10 +402,11 @@ def run_once(s, scenario, i, prof):
     leader = s.wait_healthy(3 * ttl + 90)
     replicas = sorted(m for m in s.members if m != leader)
     k = (i // 2) % 2
-    candidate = None if i % 2 == 0 else replicas[k]
+    candidate = None if i % 2 == 0 or scenario != 'switchover' else replicas[k]
     via = replicas[k] if candidate is None else replicas[1 - k]
     r = {'system': s.name, 'scenario': scenario, 'run': i + 1, 'old_leader': leader,
          'candidate': candidate, 'via': via if scenario == 'switchover' else None, 'problems': []}
+    exited = []
     marks = {m: s.log_mark(m) for m in s.members}
     w = LeaderWriter(s.ports, leader, s.next_seq, 3 * budget + 60).start()
     try:
@@ -382,12 +417,16 @@ def run_once(s, scenario, i, prof):
             r['call'] = time.monotonic() - t0
             r['reported'] = reported
         else:
+            stamp = threading.Thread(target=stamp_exit, args=(s.agent(leader), exited, 90), daemon=True)
             s.stop_leader(leader)
+            stamp.start()
         first = w.wait_ack(lambda a: a[0] > t0 and a[2] != leader, budget,
                            'a write on a member other than %s' % leader)
         if scenario == 'sigterm':
-            s.wait_stopped(leader, 90)
-            r['agent_exit'] = time.monotonic() - t0
+            stamp.join(95)
+            r['agent_exit'] = (exited[0] - t0) if exited else None
+            if not exited:
+                r['problems'].append('the agent of %s did not exit within 90 s of the SIGTERM' % leader)
         time.sleep(SETTLE)
     finally:
         w.stop()
@@ -430,7 +469,7 @@ def run_once(s, scenario, i, prof):
     except harness.WaitTimeout as e:
         r['problems'].append('%s did not rejoin: %s' % (leader, str(e)[:300]))
     r['rejoin_problems'] = s.rejoin_problems(leader, marks[leader])
-    if s.name == 'hapg' and r['rejoin_problems']:
+    if s.name == 'hapg' and scenario == 'switchover' and r['rejoin_problems']:
         r['problems'].append('%s rejoined with %s' % (leader, ', '.join(r['rejoin_problems'])))
     r['first_errors'] = [(round(t - t0, 3), m, e) for t, m, e in w.errors if t > t0][:6]
     return r
@@ -457,8 +496,10 @@ def run_cell(sys_cls, prof, scenarios, n, label):
                     raise
                 except Exception as e:  # noqa: BLE001
                     err = '%s: %s' % (type(e).__name__, ' '.join(str(e).split())[:600])
-                    log('  failed: %s\n%s' % (err, s.logs()))
-                    out[sc].append({'system': s.name, 'scenario': sc, 'run': i + 1, 'error': err})
+                    snap = s.snapshot()
+                    log('  failed: %s\n  state: %s\n%s' % (err, json.dumps(snap, default=str), s.logs()))
+                    out[sc].append({'system': s.name, 'scenario': sc, 'run': i + 1, 'error': err,
+                                    'snapshot': snap, 'files': s.files()})
                     failed = True
                     try:
                         s.wait_healthy(60)
@@ -491,6 +532,30 @@ def n_text(rs, bad):
     return '%d' % len(rs) + (' (+%d failed)' % len(bad) if bad else '')
 
 
+def rewinds(rs):
+    """'none' or 'k of n runs (what)' for the rejoin findings of runs."""
+    found = [', '.join(r['rejoin_problems']) for r in rs if r.get('rejoin_problems')]
+    if not found:
+        return 'none (%d runs)' % len([r for r in rs if 'rejoin_problems' in r])
+    return '%d of %d runs (%s)' % (len(found), len([r for r in rs if 'rejoin_problems' in r]),
+                                   '; '.join(sorted(set(found))))
+
+
+def build_note():
+    """Which hapg build and source ran (both change under development)."""
+    import hashlib
+    so = os.path.join(harness.PGBIN.replace('/bin', '/lib'), 'hapg.so')
+    try:
+        with open(so, 'rb') as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        built = time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(os.path.getmtime(so)))
+    except OSError as e:
+        digest, built = '?', str(e)
+    head = subprocess.run(['git', '-C', fo.ROOT, 'log', '-1', '--format=%h %s'], capture_output=True,
+                          text=True, timeout=10).stdout.strip()
+    return 'hapg build: %s sha256 %s.. (installed %s); source HEAD %s.' % (so, digest, built, head[:100])
+
+
 def tables(results, profiles, scenarios, notes):
     out = []
 
@@ -520,7 +585,7 @@ def tables(results, profiles, scenarios, notes):
                 cell([r['first_new'] for r in rs]), cell([r['call'] for r in rs]),
                 sum(r.get('acked', 0) for r in rs + bad), sum(r.get('missing', 0) for r in rs + bad),
                 med([r.get('rejoined') for r in rs]),
-                '%d of %d runs' % (sum(1 for r in rs + bad if r.get('rejoin_problems')), len(rs + bad))))
+                rewinds(rs + bad)))
         out.append('')
     if 'sigterm' in scenarios:
         out += ['### Clean stop of the leader (SIGTERM to its agent) → first write on the new leader',
@@ -538,7 +603,7 @@ def tables(results, profiles, scenarios, notes):
                 cell([r['gap'] for r in rs]), med([r['agent_exit'] for r in rs]),
                 sum(r.get('acked', 0) for r in rs + bad), sum(r.get('missing', 0) for r in rs + bad),
                 med([r.get('rejoined') for r in rs]),
-                '%d of %d runs' % (sum(1 for r in rs + bad if r.get('rejoin_problems')), len(rs + bad))))
+                rewinds(rs + bad)))
         out.append('')
     usual = [r['usual_gap'] for rs in results.values() for r in rs if r.get('usual_gap')]
     out.append('One writer, an autocommit INSERT every %d ms through whichever member takes it (the last '
@@ -621,6 +686,7 @@ def main():
         raise SystemExit('terminated by signal %d' % signum)
     signal.signal(signal.SIGTERM, on_term)
     notes = ['Patroni: skipped (--no-patroni).'] if args.no_patroni else []
+    notes.append(build_note())
     t_all = time.monotonic()
     for p in args.profiles:
         for sys_cls in [HapgSide] + ([] if args.no_patroni else [PatroniSide]):

@@ -340,6 +340,7 @@ wait_for_leader(const char *target, const char *old_leader)
 {
 	int64		deadline = hapg_mono_ms() + (int64) hapg_switchover_timeout * 1000;
 	HapgShared *s = palloc(sizeof(HapgShared));
+	int			transitions = -1;
 
 	for (;;)
 	{
@@ -349,6 +350,8 @@ wait_for_leader(const char *target, const char *old_leader)
 		LWLockAcquire(&hapg_shared->lock, LW_SHARED);
 		memcpy(s, hapg_shared, sizeof(HapgShared));
 		LWLockRelease(&hapg_shared->lock);
+		if (transitions < 0)
+			transitions = s->lease_transitions;
 		if (strcmp(s->leader, target) == 0)
 		{
 			if (strcmp(s->member, target) == 0)
@@ -360,7 +363,8 @@ wait_for_leader(const char *target, const char *old_leader)
 			if (writable)
 				return;
 		}
-		else if (s->leader[0] && strcmp(s->leader, old_leader) != 0)
+		else if (s->leader[0] &&
+				 (strcmp(s->leader, old_leader) != 0 || s->lease_transitions > transitions))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("\"%s\" became the leader instead of \"%s\"", s->leader, target),

@@ -13,6 +13,9 @@
  * All per-cycle allocations go into a memory context reset every iteration.
  */
 #include "hapg.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
 #include "kube.h"
 
 #include "miscadmin.h"
@@ -1174,6 +1177,10 @@ publish_shared(void)
 					m->last_seen = i_lead ? now : lease.observed_at;
 					break;
 				}
+			/* a replica the leader does not see: its Pod status is old news */
+			if (j == npos && (i_lead || li->has_leader_lsn) && p->has_status &&
+				strcmp(p->role, "replica") == 0)
+				strlcpy(m->state, "disconnected", sizeof(m->state));
 		}
 	}
 	LWLockRelease(&s->lock);
@@ -1434,13 +1441,11 @@ request_pending(void)
 }
 
 /*
- * Stop this leader so that target takes over with nothing lost: come back
- * as its standby, and let the hand-over process release the Lease once the
- * shutdown checkpoint has been written (and streamed: walsenders wait for
- * their standbys before the postmaster exits).
+ * A leader that hands over stops cleanly with all its WAL sent to target:
+ * it can come back as target's standby without pg_rewind.
  */
 static void
-hand_over(const char *target, const char *reason)
+come_back_as_standby_of(const char *target)
 {
 	HapgPodInfo *p = find_pod(target);
 	char		slot[NAMEDATALEN];
@@ -1457,6 +1462,18 @@ hand_over(const char *target, const char *reason)
 	f = fopen(STANDBY_SIGNAL_FILE, "w");
 	if (f == NULL || fclose(f) != 0)
 		ereport(LOG, (errmsg("hapg: could not create \"%s\": %m", STANDBY_SIGNAL_FILE)));
+}
+
+/*
+ * Stop this leader so that target takes over with nothing lost: come back
+ * as its standby, and let the hand-over process release the Lease once the
+ * shutdown checkpoint has been written (and streamed: walsenders wait for
+ * their standbys before the postmaster exits).
+ */
+static void
+hand_over(const char *target, const char *reason)
+{
+	come_back_as_standby_of(target);
 	ereport(LOG,
 			(errmsg("hapg: %s: handing the Lease over to \"%s\"; stopping this server to come back as its standby",
 					reason, target)));
@@ -1554,6 +1571,7 @@ on_shutdown_request(void)
 	}
 	ereport(LOG, (errmsg("hapg: shutting down: the Lease goes to \"%s\" once this server has stopped",
 						 best->name)));
+	come_back_as_standby_of(best->name);
 	(void) hapg_start_handover(best->name, "the leader was shut down", HANDOVER_WAIT_MS);
 }
 
@@ -1688,6 +1706,26 @@ wait_for_work(long timeout_ms)
 	ResetLatch(MyLatch);
 }
 
+/*
+ * A leader's worker stopped on its own (pg_terminate_backend) left
+ * standby.signal behind for a hand-over that did not happen: the server is
+ * still a primary, and must not turn into a standby at its next restart
+ * for that reason.
+ */
+static void
+forget_cancelled_handover(void)
+{
+	struct stat st;
+
+	if (!RecoveryInProgress() && stat(STANDBY_SIGNAL_FILE, &st) == 0 &&
+		stat(HAPG_REJOIN_FILE, &st) != 0)
+	{
+		if (unlink(STANDBY_SIGNAL_FILE) == 0)
+			ereport(LOG, (errmsg("hapg: removed \"%s\" left by a hand-over that did not happen",
+								 STANDBY_SIGNAL_FILE)));
+	}
+}
+
 /* Worker entry point, registered in _PG_init. */
 void
 hapg_worker_main(Datum arg pg_attribute_unused())
@@ -1711,6 +1749,7 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 									 ALLOCSET_DEFAULT_SIZES);
 	load_settings(true);
 	ereport(LOG, (errmsg("hapg: worker started (version %s)", HAPG_VERSION)));
+	forget_cancelled_handover();
 
 	for (;;)
 	{

@@ -98,6 +98,10 @@ def switchover_scenario(c, old, caller, candidate):
     """Switch over while the checker writes: returns the new leader and the
     longest write gap; asserts no loss and a rejoin without rewind."""
     ensure_extension(c, old)
+    # both replicas settled on their slots (hapg reconfigures a fresh member
+    # once, which restarts its WAL receiver)
+    wait_for(lambda: c.scalar(old, 'SELECT count(*) FROM pg_replication_slots WHERE active') == 2,
+             30, 'both replicas streaming through their slots')
     tl = timeline(c, old)
     marks = {m: c.log_mark(m) for m in MEMBERS}
     chk = Checker(c).start()
@@ -125,9 +129,10 @@ def switchover_scenario(c, old, caller, candidate):
         assert timeline(c, new) == tl + 1
         for m in MEMBERS:
             no_rewind(c, m, marks[m])
-        hist = c.sql(caller if caller != old else new,
-                     "SELECT * FROM hapg_history WHERE new_timeline = %s", (tl + 1,))
-        assert hist and hist[-1]['leader'] == new and 'switchover' in hist[-1]['reason'], hist
+        wait_for(lambda: [r for r in c.sql(new, 'SELECT * FROM hapg_history WHERE new_timeline = %s',
+                                           (tl + 1,))
+                          if r['leader'] == new and 'switchover' in r['reason']], 10,
+                 'hapg_history to show the switchover to %s' % new)
     finally:
         chk.stop()
     assert_checker_clean(chk, final_leader=new, no_loss=True)
@@ -217,9 +222,8 @@ def test_stale_scheduled_switchover_is_dropped_and_cancel_works(cl, healthy_star
     wait_for(put_stale, 10, 'writing a stale switchover into the Lease')
     wait_for(lambda: lease_annotation(c, 'hapg.io/switchover') is None, 10,
              'the leader to drop the stale switchover')
-    log = c.log(old, mark)
-    assert re.search(r'hapg: dropped the switchover to %s requested by "test": it is stale' % cand,
-                     log), log[-2000:]
+    wait_for(lambda: re.search(r'hapg: dropped the switchover to %s requested by "test": it is stale'
+                               % cand, c.log(old, mark)), 5, 'the log line of the drop')
     time.sleep(c.profile['loop_wait'] * 2)
     assert c.holder() == old and c.primaries() == [old]
 
@@ -264,8 +268,9 @@ def test_pause_blocks_failover_and_manual_failover_works(cl, healthy_start):
     assert value == cand
     wait_leader_is(c, cand, 30)
     wait_following(c, cand, other, timeout=30)
-    hist = c.sql(cand, 'SELECT * FROM hapg_history ORDER BY new_timeline')
-    assert hist[-1]['leader'] == cand and 'manual failover' in hist[-1]['reason'], hist
+    wait_for(lambda: [r for r in c.sql(cand, 'SELECT * FROM hapg_history')
+                      if r['leader'] == cand and 'manual failover' in r['reason']], 10,
+             'hapg_history to show the manual failover to %s' % cand)
     assert call(c, cand, 'SELECT hapg_resume()')[0] == 'cluster "c1" resumed'
     for m in (cand, other):
         wait_for(lambda m=m: c.status(m)['paused'] is False, 5, '%s to show resumed' % m)
@@ -413,6 +418,8 @@ def test_every_refusal_has_its_error_text(cl, healthy_start):
     unchanged(case('not streaming', r1, 'SELECT hapg_switchover(%s)', (r2,)))
     c.start_member(r2)
     wait_following(c, leader, r2, timeout=60)
+    wait_for(lambda: c.members_view(r1)[r2]['state'] == 'streaming', 10,
+             'the leader to report %s streaming again' % r2)
 
     # paused, without a candidate
     call(c, r1, 'SELECT hapg_pause()')
