@@ -27,7 +27,10 @@ sigterm     SIGTERM to the leader's agent while the writer runs: hapg, its
             hapg-launcher (a fast shutdown; the Lease is handed to the best
             replica once the server is down); Patroni, the patroni daemon
             (it stops Postgres and deletes its leader key).  The stopped
-            member is started again after the run and must rejoin.
+            member is started again after the run and must rejoin (here
+            a pg_rewind is only reported: hapg's launcher runs it, and it
+            finds nothing to rewind, because the server left behind was a
+            primary).
 
 Per run: the longest gap between two consecutive acknowledged INSERTs from
 the last one before the trigger to the end of the run (= write
@@ -39,21 +42,22 @@ leader's first one, and for hapg the old leader must come back as a replica
 of the new one without pg_rewind ("rewinding from" in its launcher log, the
 member's postgres.log).  Cells report median, min-max and N.
 
-CLI:
-  /usr/bin/python3 bench/switchover.py [--runs N] [--profiles fast,default]
-      [--scenarios switchover,sigterm] [--no-patroni] [--markdown] [--out F]
-      [--json F] [--from-json F ...]
-    profiles: fast = ttl 5, loop_wait 1, retry_timeout 2 (default N 8);
-              default = ttl 30, loop_wait 10, retry_timeout 10 (default N 3).
-    --markdown prints only the tables (without: also one line per run);
-    --json F writes every run's figures; --from-json F (repeatable) runs
-    nothing and prints the tables of saved runs.
+Usage, as root:
+  /usr/bin/python3 bench/switchover.py --profiles fast --runs 3 --no-patroni
+  /usr/bin/python3 bench/switchover.py --markdown --json runs.json
+Options: --runs N for every profile (otherwise fast 8, default 3);
+--profiles fast,default (fast: ttl 5 s, loop_wait 1 s, retry_timeout 2 s;
+default: 30/10/10); --scenarios switchover,sigterm; --no-patroni;
+--markdown (the tables only, no line per run); --out F (the printed text
+again); --json F (every run's figures); --from-json F, repeatable (print the
+tables of saved runs and run nothing).
 Runs as root (PostgreSQL and Patroni run as user postgres); everything on
 127.0.0.1; every wait is bounded; progress goes to stderr.
 """
 
 import argparse
 import bisect
+import contextlib
 import json
 import os
 import re
@@ -122,11 +126,9 @@ class LeaderWriter:
 
     def _drop(self, m):
         conn = self.conns.pop(m, None)
-        if conn is not None:
-            try:
+        with contextlib.suppress(Exception):
+            if conn is not None:
                 conn.close()
-            except Exception:  # noqa: BLE001
-                pass
 
     def _try(self, m):
         import psycopg2
@@ -413,15 +415,24 @@ def run_once(s, scenario, i, prof):
         w.wait_ack(lambda a: a[2] == leader and a[1] >= s.next_seq + 30, 15, '30 writes on %s' % leader)
         t0 = time.monotonic()
         if scenario == 'switchover':
-            reported, r['detail'] = s.switchover(leader, candidate, via, budget)
+            try:
+                r['reported'], r['detail'] = s.switchover(leader, candidate, via, budget)
+            except RunProblem as e:
+                r['reported'] = None
+                r['problems'].append(str(e))
             r['call'] = time.monotonic() - t0
-            r['reported'] = reported
         else:
             stamp = threading.Thread(target=stamp_exit, args=(s.agent(leader), exited, 90), daemon=True)
             s.stop_leader(leader)
             stamp.start()
-        first = w.wait_ack(lambda a: a[0] > t0 and a[2] != leader, budget,
-                           'a write on a member other than %s' % leader)
+        if r.get('reported', True) is None:
+            # the call failed: measure until writes resume, wherever
+            resumed = s.wait_healthy(3 * ttl + 90)
+            t_h = time.monotonic()
+            w.wait_ack(lambda a: a[0] > t_h and a[2] == resumed, 15, 'a write on %s' % resumed)
+        else:
+            w.wait_ack(lambda a: a[0] > t0 and a[2] != leader, budget,
+                       'a write on a member other than %s' % leader)
         if scenario == 'sigterm':
             stamp.join(95)
             r['agent_exit'] = (exited[0] - t0) if exited else None
@@ -431,9 +442,13 @@ def run_once(s, scenario, i, prof):
     finally:
         w.stop()
         s.next_seq = w.seq + 1
-    new = first[2]
     acks = list(w.acks)
     r.update(write_figures(acks, t0))
+    if r.get('reported', True) is None:     # writes resumed at the end of the longest gap
+        first = next(a for a in acks if a[0] - t0 == r['gap_to'])
+    else:
+        first = next(a for a in acks if a[0] > t0 and a[2] != leader)
+    new = first[2]
     r['new_leader'] = new
     r['first_new'] = first[0] - t0
     old_last = [a[0] for a in acks if a[2] == leader and a[0] < first[0]]
@@ -444,7 +459,7 @@ def run_once(s, scenario, i, prof):
     if late:
         r['problems'].append('%d writes acknowledged by %s after the first one on %s' % (
             len(late), sorted({a[2] for a in late}), new))
-    if scenario == 'switchover' and r.get('reported') != new:
+    if scenario == 'switchover' and r['reported'] not in (None, new):
         r['problems'].append('the call named %s, the writer found %s' % (r.get('reported'), new))
     if candidate and new != candidate:
         r['problems'].append('the candidate was %s, %s took over' % (candidate, new))
@@ -502,7 +517,7 @@ def run_cell(sys_cls, prof, scenarios, n, label):
                                     'snapshot': snap, 'files': s.files()})
                     failed = True
                     try:
-                        s.wait_healthy(60)
+                        s.wait_healthy(3 * prof['ttl'] + 90)
                     except Exception:  # noqa: BLE001
                         log('  cluster unhealthy: starting a fresh one (files of this one kept)')
                         s.stop(failed=True)
@@ -556,54 +571,51 @@ def build_note():
     return 'hapg build: %s sha256 %s.. (installed %s); source HEAD %s.' % (so, digest, built, head[:100])
 
 
+def _sums(rs, bad):
+    return '%d / %d' % (sum(r.get('acked', 0) for r in rs + bad), sum(r.get('missing', 0) for r in rs + bad))
+
+
+# per scenario: title, then (header, cell(good runs, failed runs)) after profile, system
+COLUMNS = {
+    'switchover': ('Planned switchover: longest gap between acknowledged writes', [
+        ('write unavailability: median (min–max)', lambda rs, bad: cell([r['gap'] for r in rs])),
+        ('N', lambda rs, bad: n_text(rs, bad)),
+        ('first write on the new leader after the call started',
+         lambda rs, bad: cell([r['first_new'] for r in rs])),
+        ('call returns after', lambda rs, bad: cell([r['call'] for r in rs])),
+        ('rows acknowledged / missing', _sums),
+        ('healthy again after (median)', lambda rs, bad: med([r.get('rejoined') for r in rs])),
+        ('old leader rejoined with', lambda rs, bad: rewinds(rs + bad))]),
+    'sigterm': ('Clean stop of the leader (SIGTERM to its agent) → first write on the new leader', [
+        ('SIGTERM → first write on the new leader: median (min–max)',
+         lambda rs, bad: cell([r['first_new'] for r in rs])),
+        ('N', lambda rs, bad: n_text(rs, bad)),
+        ('longest write gap', lambda rs, bad: cell([r['gap'] for r in rs])),
+        ('agent exited after (median)', lambda rs, bad: med([r['agent_exit'] for r in rs])),
+        ('rows acknowledged / missing', _sums),
+        ('healthy again after its restart (median)',
+         lambda rs, bad: med([r.get('rejoined') for r in rs])),
+        ('it rejoined with', lambda rs, bad: rewinds(rs + bad))]),
+}
+
+
 def tables(results, profiles, scenarios, notes):
     out = []
-
-    def split(key):
-        rs = results.get(key, [])
-        good = [r for r in rs if 'error' not in r and not r['problems']]
-        return good, [r for r in rs if r not in good]
-
-    def label(p):
-        pr = PROFILES[p]
-        return '%s (%d/%d/%d)' % (p, pr['ttl'], pr['loop_wait'], pr['retry_timeout'])
-
-    keys = [(p, sysn) for p in profiles for sysn in ('hapg', 'Patroni')]
-    if 'switchover' in scenarios:
-        out += ['### Planned switchover: longest gap between acknowledged writes',
-                '',
-                '| profile (ttl/loop_wait/retry_timeout) | system | write unavailability: median (min–max) '
-                '| N | first write on the new leader after the call started | call returns after '
-                '| rows acknowledged / missing | old leader back as a replica after | pg_rewind |',
-                '|---|---|---:|---:|---:|---:|---:|---:|---|']
-        for p, sysn in keys:
-            if (p, sysn, 'switchover') not in results:
-                continue
-            rs, bad = split((p, sysn, 'switchover'))
-            out.append('| %s | %s | %s | %s | %s | %s | %d / %d | %s | %s |' % (
-                label(p), sysn, cell([r['gap'] for r in rs]), n_text(rs, bad),
-                cell([r['first_new'] for r in rs]), cell([r['call'] for r in rs]),
-                sum(r.get('acked', 0) for r in rs + bad), sum(r.get('missing', 0) for r in rs + bad),
-                med([r.get('rejoined') for r in rs]),
-                rewinds(rs + bad)))
-        out.append('')
-    if 'sigterm' in scenarios:
-        out += ['### Clean stop of the leader (SIGTERM to its agent) → first write on the new leader',
-                '',
-                '| profile (ttl/loop_wait/retry_timeout) | system | SIGTERM → first write on the new leader: '
-                'median (min–max) | N | longest write gap | agent exited after '
-                '| rows acknowledged / missing | restarted ex-leader rejoined after | pg_rewind on rejoin |',
-                '|---|---|---:|---:|---:|---:|---:|---:|---|']
-        for p, sysn in keys:
-            if (p, sysn, 'sigterm') not in results:
-                continue
-            rs, bad = split((p, sysn, 'sigterm'))
-            out.append('| %s | %s | %s | %s | %s | %s | %d / %d | %s | %s |' % (
-                label(p), sysn, cell([r['first_new'] for r in rs]), n_text(rs, bad),
-                cell([r['gap'] for r in rs]), med([r['agent_exit'] for r in rs]),
-                sum(r.get('acked', 0) for r in rs + bad), sum(r.get('missing', 0) for r in rs + bad),
-                med([r.get('rejoined') for r in rs]),
-                rewinds(rs + bad)))
+    for sc in scenarios:
+        title, cols = COLUMNS[sc]
+        out += ['### ' + title, '',
+                '| ' + ' | '.join(['profile (ttl/loop_wait/retry_timeout)', 'system'] + [c[0] for c in cols]) + ' |',
+                '|---|---|' + '---:|' * (len(cols) - 1) + '---|']
+        for p in profiles:
+            pr = PROFILES[p]
+            for sysn in ('hapg', 'Patroni'):
+                every = results.get((p, sysn, sc))
+                if every is None:
+                    continue
+                rs = [r for r in every if 'error' not in r and not r['problems']]
+                bad = [r for r in every if r not in rs]
+                row = ['%s (%d/%d/%d)' % (p, pr['ttl'], pr['loop_wait'], pr['retry_timeout']), sysn]
+                out.append('| ' + ' | '.join(row + [fn(rs, bad) for _, fn in cols]) + ' |')
         out.append('')
     usual = [r['usual_gap'] for rs in results.values() for r in rs if r.get('usual_gap')]
     out.append('One writer, an autocommit INSERT every %d ms through whichever member takes it (the last '
@@ -611,7 +623,11 @@ def tables(results, profiles, scenarios, notes):
                'longest time between two acknowledged INSERTs from the last one before the trigger on '
                '(usual gap between writes: %s). Every acknowledged row was looked up on the new leader '
                'afterwards. A run fails when a row is missing, another member acknowledges a write after '
-               'the new leader\'s first one, the call fails, or (hapg) the old leader needs pg_rewind.'
+               'the new leader\'s first one, the call fails, or (hapg, switchover) the old leader needs pg_rewind; '
+               'failed runs are left out of the medians. "Healthy again": both replicas stream from the '
+               'leader and have replayed its current position; for hapg also every member names the '
+               'leader and shows both replicas streaming in hapg_members (a replica learns that from the '
+               'leader\'s renewals, every loop_wait), which a switchover request is judged on.'
                % (WRITE_INTERVAL * 1000, med(usual)))
     out += notes
     return '\n'.join(out)
@@ -639,16 +655,28 @@ def per_run_lines(results):
 
 
 def output(results, args, notes):
-    text = tables(results, args.profiles, args.scenarios, notes)
-    if not args.markdown:
-        text += '\n' + per_run_lines(results)
+    """Print the tables (and the runs); --out gets the same text, --json the runs."""
+    text = '\n'.join([tables(results, args.profiles, args.scenarios, notes)]
+                     + ([] if args.markdown else [per_run_lines(results)]))
     print(text)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump([dict(r, profile=k[0]) for k, rs in results.items() for r in rs], f, indent=1)
+    saved = [dict(r, profile=k[0]) for k, rs in results.items() for r in rs]
+    for path, data in ((args.out, text + '\n'), (args.json, json.dumps(saved, indent=1, default=str))):
+        if path:
+            with open(path, 'w') as f:
+                f.write(data)
+
+
+def load_saved(paths, args):
+    """Runs saved by --json, those of the chosen profiles, scenarios and systems."""
+    results = {}
+    for fn in paths:
+        with open(fn) as f:
+            saved = json.load(f)
+        for r in saved:
+            key = (r['profile'], r['system'], r['scenario'])
+            if key[0] in args.profiles and key[2] in args.scenarios and key[1] in args.systems:
+                results.setdefault(key, []).append(r)
+    return results
 
 
 def main():
@@ -665,34 +693,26 @@ def main():
     args = ap.parse_args()
     args.profiles = [x for x in args.profiles.split(',') if x]
     args.scenarios = [x for x in args.scenarios.split(',') if x]
+    args.systems = ['hapg'] + ([] if args.no_patroni else ['Patroni'])
     if not set(args.profiles) <= set(PROFILES) or not set(args.scenarios) <= set(SCENARIOS):
         ap.error('profiles: %s; scenarios: %s' % (', '.join(PROFILES), ', '.join(SCENARIOS)))
     if args.runs is not None and not 1 <= args.runs <= 100:
         ap.error('--runs must be in 1..100')
-    results = {}
     if args.from_json:
-        for fn in args.from_json:
-            with open(fn) as f:
-                for r in json.load(f):
-                    if (r['profile'] in args.profiles and r['scenario'] in args.scenarios
-                            and not (args.no_patroni and r['system'] == 'Patroni')):
-                        results.setdefault((r['profile'], r['system'], r['scenario']), []).append(r)
-        output(results, args, ['Tables made from saved runs: %s.' % ', '.join(args.from_json)])
+        output(load_saved(args.from_json, args), args,
+               ['Tables made from saved runs: %s.' % ', '.join(args.from_json)])
         return 0
     if os.geteuid() != 0:
-        ap.error('run as root (PostgreSQL and Patroni run as user postgres)')
-
-    def on_term(signum, frame):
-        raise SystemExit('terminated by signal %d' % signum)
-    signal.signal(signal.SIGTERM, on_term)
-    notes = ['Patroni: skipped (--no-patroni).'] if args.no_patroni else []
-    notes.append(build_note())
+        ap.error('run as root: PostgreSQL and Patroni run as the OS user postgres')
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit('terminated by signal %d' % signum))
+    notes = ([] if 'Patroni' in args.systems else ['Patroni: skipped (--no-patroni).']) + [build_note()]
+    results = {}
     t_all = time.monotonic()
     for p in args.profiles:
-        for sys_cls in [HapgSide] + ([] if args.no_patroni else [PatroniSide]):
-            got = run_cell(sys_cls, PROFILES[p], args.scenarios, args.runs or DEFAULT_RUNS[p], p)
-            for sc, rs in got.items():
-                results[(p, sys_cls.name, sc)] = rs
+        for sys_cls in (HapgSide, PatroniSide):
+            if sys_cls.name in args.systems:
+                got = run_cell(sys_cls, PROFILES[p], args.scenarios, args.runs or DEFAULT_RUNS[p], p)
+                results.update({(p, sys_cls.name, sc): rs for sc, rs in got.items()})
     notes.append('Total benchmark time %.0f s.' % (time.monotonic() - t_all))
     output(results, args, notes)
     failed = sum(1 for rs in results.values() for r in rs if 'error' in r or r['problems'])

@@ -435,6 +435,24 @@ TEST(lease_config_paused)
 	json_object_put(o);
 }
 
+/* A target name too long to be a member is not guessed at: not pending. */
+TEST(switchover_overlong_target_ignored)
+{
+	char		val[256];
+	char		longname[81];
+	HapgLeaseInfo li;
+	char		err[256];
+	json_object *o;
+
+	memset(longname, 'a', 80);
+	longname[80] = '\0';
+	snprintf(val, sizeof(val), "{\"from\":\"pg-0\",\"to\":\"%s\",\"requested_at_us\":5}", longname);
+	o = lease_with(HAPG_SWITCHOVER_ANNOTATION, val);
+	CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK(!li.switchover.pending);
+	json_object_put(o);
+}
+
 /* Every field of a pending switchover survives the annotation. */
 TEST(switchover_json_round_trip)
 {
@@ -792,6 +810,7 @@ run_kjson_tests(void)
 	RUN(history_append_and_bound);
 	RUN(microtime);
 	RUN(lease_config_paused);
+	RUN(switchover_overlong_target_ignored);
 	RUN(switchover_json_round_trip);
 	RUN(handover_json_round_trip);
 	RUN(handover_without_lsn_ignored);

@@ -522,6 +522,33 @@ TEST(failover_rules)
 	CHECK_STR(v.target, "pg-1");
 }
 
+/*
+ * A failover candidate whose position nobody reported cannot be held to the
+ * lag limit: refused, with a hint to ask on the candidate itself.
+ */
+TEST(failover_unknown_position)
+{
+	HapgMemberView m[3];
+	HapgRequestInput in;
+	HapgVerdict v;
+
+	cluster(m);
+	m[2].has_lsn = false;
+	m[2].lsn = 0;
+	m[2].streaming = false;
+	in = request(HAPG_REQ_FAILOVER, "pg-2", m);
+	in.lease_expired = true;
+	judge(&in, &v);
+	CHECK(refused(&v));
+	CHECK_STR(v.message, "the position of member \"pg-2\" is unknown here");
+	CHECK(has(v.hint, "on that member itself"));
+	/* without any leader position there is nothing to compare with */
+	in.has_leader_lsn = false;
+	judge(&in, &v);
+	CHECK(v.ok && v.changes);
+	CHECK_STR(v.target, "pg-2");
+}
+
 /* Pause and resume report whether they change anything. */
 TEST(pause_resume_idempotent)
 {
@@ -893,6 +920,7 @@ run_steer_tests(void)
 	RUN(candidate_lags);
 	RUN(no_replica_can_take_over);
 	RUN(failover_rules);
+	RUN(failover_unknown_position);
 	RUN(pause_resume_idempotent);
 	RUN(cancel_idempotent);
 	RUN(unknown_request_kind);
