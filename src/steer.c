@@ -35,6 +35,22 @@ find_member(const HapgMemberView *members, int n, const char *name)
 	return NULL;
 }
 
+/* The member the request names, or NULL after refusing it as unknown. */
+static const HapgMemberView *
+named_member(const HapgRequestInput *in, HapgVerdict *out)
+{
+	const HapgMemberView *m = find_member(in->members, in->nmembers, in->candidate);
+	char		msg[HAPG_MSG_LEN];
+
+	if (m == NULL)
+	{
+		snprintf(msg, sizeof(msg), "member \"%s\" is not in cluster \"%s\"",
+				 in->candidate, in->cluster);
+		refuse(out, msg, NULL, "SELECT member FROM hapg_members lists the members.");
+	}
+	return m;
+}
+
 /* Bytes m is behind the leader's last position, 0 when unknown. */
 static uint64_t
 lag_of(const HapgMemberView *m, bool has_leader_lsn, uint64_t leader_lsn)
@@ -167,14 +183,8 @@ judge_switchover(const HapgRequestInput *in, HapgVerdict *out)
 	}
 	if (in->candidate[0])
 	{
-		m = find_member(in->members, in->nmembers, in->candidate);
-		if (m == NULL)
-		{
-			snprintf(msg, sizeof(msg), "member \"%s\" is not in cluster \"%s\"",
-					 in->candidate, in->cluster);
-			refuse(out, msg, NULL, "SELECT member FROM hapg_members lists the members.");
+		if ((m = named_member(in, out)) == NULL)
 			return;
-		}
 		if (strcmp(in->candidate, in->holder) == 0)
 		{
 			snprintf(msg, sizeof(msg), "member \"%s\" is already the leader", in->candidate);
@@ -222,14 +232,8 @@ judge_failover(const HapgRequestInput *in, HapgVerdict *out)
 		refuse(out, "hapg_failover needs a candidate", NULL, "Name the replica to promote.");
 		return;
 	}
-	m = find_member(in->members, in->nmembers, in->candidate);
-	if (m == NULL)
-	{
-		snprintf(msg, sizeof(msg), "member \"%s\" is not in cluster \"%s\"",
-				 in->candidate, in->cluster);
-		refuse(out, msg, NULL, "SELECT member FROM hapg_members lists the members.");
+	if ((m = named_member(in, out)) == NULL)
 		return;
-	}
 	if (in->lease_exists && in->holder[0] && !in->lease_expired)
 	{
 		snprintf(msg, sizeof(msg), "cluster \"%s\" has a healthy leader, \"%s\"",
