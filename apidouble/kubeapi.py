@@ -9,7 +9,8 @@ Run
         [--listen-plain 127.0.0.1:0 ...] [--tls-cert server.crt --tls-key server.key]
         [--token TOKEN=USER ...] [--token-file FILE ...] [--admin-token T]
         [--port-file F] [--history 1000] [--bookmark-interval 5]
-        [--watch-max-seconds 1800] [--quiet]
+        [--watch-max-seconds 1800] [--rbac USER[=AS] ...]
+        [--namespace-termination-seconds 1] [--quiet]
 
     Prints one line "kubeapi listening on URL [URL ...]" on stdout when ready.
     --listen-plain HOST:PORT (repeatable) serves plain HTTP even with TLS on
@@ -19,14 +20,30 @@ Run
     apidouble/mkcerts.sh DIR makes ca.crt/ca.key and server.crt/server.key
     (SAN IP:127.0.0.1, DNS:localhost) for --tls-cert/--tls-key.
 
-Resources
-    core/v1: pods (+ pods/status), configmaps, endpoints, services, namespaces;
-    coordination.k8s.io/v1: leases.
+Resources (all in version v1)
+    core: pods (+ pods/status), configmaps, endpoints, services, namespaces,
+    serviceaccounts, secrets; coordination.k8s.io: leases; apps: statefulsets
+    (+ /status); policy: poddisruptionbudgets (+ /status); rbac.authorization.k8s.io:
+    roles, rolebindings, clusterroles, clusterrolebindings (the last two
+    cluster-scoped); authorization.k8s.io: selfsubjectaccessreviews,
+    selfsubjectrulesreviews; authentication.k8s.io: selfsubjectreviews (the
+    reviews are create-only, answered and never stored; see Authorization).
     /api/v1/namespaces/{ns}/{resource}[/{name}[/status]]
-    /apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]
-    /api/v1/{resource}, /apis/coordination.k8s.io/v1/leases (all namespaces)
+    /apis/{group}/v1/namespaces/{ns}/{resource}[/{name}[/status]]
+    /api/v1/{resource}[/{name}], /apis/{group}/v1/{resource}[/{name}] (cluster-
+    scoped kinds; for namespaced kinds only the all-namespace collection)
     /api/v1/watch/... and /apis/.../watch/... (legacy watch paths)
+    Objects are kept as they are: no controllers (a StatefulSet makes no Pods,
+    a PodDisruptionBudget's status stays zero, ClusterRole aggregation is not
+    done), no admission beyond what is listed here.  That is what
+    "kubectl apply -k" of hapg's manifests needs.
     Namespaces are implicit: writing an object into namespace N creates N.
+    Deleting a namespace answers it with status.phase Terminating and a
+    deletionTimestamp; creating in it is then a 403 ("unable to create new
+    content in namespace N because it is being terminated"), deleting it again
+    a 409, and --namespace-termination-seconds (default 1; 0 = at once) later
+    it and everything in it is gone (like the namespace controller; "kubectl
+    delete -k" deletes the Namespace first and the rest after).
     At start-up: namespace default and service default/kubernetes.
 
 Verbs and semantics (as kube-apiserver)
@@ -49,13 +66,29 @@ Verbs and semantics (as kube-apiserver)
     no kind/apiVersion (like the real server); get/create/watch objects have them.
     Leases are type-checked like the Go decoder: acquireTime/renewTime must be
     RFC 3339 with exactly 6 fractional digits (MicroTime), integers must be
-    integers; otherwise 400.  Pods: the main resource never changes status,
-    pods/status changes only status; create keeps a given status (default
-    phase Pending).  Deletion is immediate (no finalizers, no grace period).
+    integers; otherwise 400.  Kinds with a status subresource (pods,
+    statefulsets, poddisruptionbudgets): the main resource never changes
+    status, .../status changes only status; Pod create keeps a given status
+    (default phase Pending), the others start with their zero status.
+    Secrets: data values must be base64 (400 otherwise), stringData is merged
+    into data on every write and not stored, type defaults to Opaque.
+    RBAC objects: names are path segments (colons allowed); rules need verbs,
+    apiGroups and resources (or nonResourceURLs, ClusterRoles only); roleRef
+    must name a Role or ClusterRole (ClusterRoleBinding: ClusterRole) of
+    rbac.authorization.k8s.io and cannot change (422); subjects are User,
+    Group (apiGroup defaulted) or ServiceAccount (namespace required in
+    ClusterRoleBindings).  Deletion is immediate except for namespaces (no
+    finalizers, no grace period).
     list ignores limit/continue (returns everything) and resourceVersion.
     Request bodies are JSON; protobuf bodies (kubectl's typed generators such
-    as "kubectl create configmap/namespace") are decoded for ConfigMap,
-    Namespace and Lease only, other kinds get 415.  Answers are always JSON.
+    as "kubectl create configmap/namespace", "kubectl auth can-i") are decoded
+    for ConfigMap, Namespace, Lease and the three reviews only, other kinds
+    get 415 (e.g. "kubectl create secret": use "kubectl apply -f" instead).
+    Server-side apply (PATCH application/apply-patch+yaml, "kubectl apply
+    --server-side") is not implemented: 415 UnsupportedMediaType saying so;
+    client-side "kubectl apply" (GET, POST, strategic merge PATCH carrying the
+    last-applied-configuration annotation) and "kubectl delete -k" work.
+    Answers are always JSON.
 
 Watch
     ?watch=true|1|True on list URLs; resourceVersion, timeoutSeconds,
@@ -83,20 +116,73 @@ Authentication
     re-read when it changes), POST /_double/tokens.  Once any token is
     configured every API request needs "Authorization: Bearer TOKEN" (401
     otherwise; /version, /healthz, /livez, /readyz stay open without a header).
-    Without tokens everyone is "system:anonymous".
+    Without tokens everyone is "system:anonymous".  The token's user is what
+    faults, statistics and the request log go by, always.
+
+Authorization (RBAC, opt-in per user)
+    By default nobody is restricted (the admin and every token user may do
+    everything).  RBAC applies to a token user once it is mapped:
+    --rbac USER[=AS] (repeatable) or POST /_double/rbac {"user": USER, "as":
+    AS, "groups": [..]}; AS (default: USER itself) is the identity RBAC sees,
+    e.g. pg-0=system:serviceaccount:default:hapg, so that several members
+    with their own tokens and user names (for faults and stats) all act as
+    the ServiceAccount a RoleBinding names.  Groups default to
+    system:serviceaccounts, system:serviceaccounts:NS and system:authenticated
+    for a ServiceAccount identity, system:authenticated otherwise.
+    Requests that impersonate (Impersonate-User / Impersonate-Group headers,
+    "kubectl --as=...") are always subject to RBAC as the impersonated user;
+    a mapped user needs the "impersonate" verb on users / serviceaccounts /
+    groups for that (the others may impersonate freely).
+    Evaluation is kube-apiserver's RBAC authorizer over the stored Roles,
+    ClusterRoles, RoleBindings and ClusterRoleBindings, read at every request
+    (changes apply to the next request; an open watch is not cut): a
+    ClusterRoleBinding grants its ClusterRole everywhere, a RoleBinding its
+    Role or ClusterRole in the binding's namespace only; subjects match by
+    User name, Group, or ServiceAccount (name + namespace, which defaults to
+    the RoleBinding's own).  A rule matches on verbs (get, list, watch,
+    create, update = PUT, patch, delete, deletecollection, or "*"), apiGroups
+    ("" = core, "*"), resources ("pods", "pods/status", "*", "*/status") and
+    resourceNames (never matching create, nor list/watch unless a
+    fieldSelector metadata.name=NAME names the object, as in kube-apiserver).
+    A namespace object is authorized in its own namespace.  Denied: 403
+        {"kind":"Status",...,"reason":"Forbidden","code":403,
+         "message":"leases.coordination.k8s.io \"c1\" is forbidden: User
+           \"system:serviceaccount:default:hapg\" cannot update resource
+           \"leases\" in API group \"coordination.k8s.io\" in the namespace
+           \"default\"", "details":{"name":"c1","group":"coordination.k8s.io",
+         "kind":"leases"}}
+    ("pods is forbidden: ..." without a name; "... at the cluster scope" for
+    cluster-wide requests; ": RBAC: role.rbac.authorization.k8s.io \"x\" not
+    found" appended when a binding of the user names a missing role), before
+    anything is executed; watches are refused before they stream.  Faults
+    are applied before authorization.  Not enforced: discovery, /version,
+    /openapi and other non-resource paths (open to everyone), the reviews,
+    and RBAC's escalation checks (a mapped user allowed to write Roles may
+    grant anything).  No bootstrap roles exist (no "view", "edit",
+    "system:..." ClusterRoles unless created).
+    SelfSubjectAccessReview ("kubectl auth can-i"), SelfSubjectRulesReview
+    ("kubectl auth can-i --list") and SelfSubjectReview ("kubectl auth
+    whoami") answer for the request's identity; unrestricted users are
+    allowed everything.
 
 Discovery (enough for kubectl)
-    /version, /api, /api/v1, /apis, /apis/coordination.k8s.io[/v1]; aggregated
+    /version, /api, /api/v1, /apis, /apis/{group}[/v1] for every group above
+    (kinds, namespaced flags, verbs, short names, categories, status
+    subresources); aggregated
     discovery (Accept ...as=APIGroupDiscoveryList) is answered with the plain
     form and Content-Type application/json, which kubectl accepts.
     /openapi/v3 serves only PATCH operations declaring the fieldValidation
-    parameter: that makes kubectl (--validate=strict, its default) leave
-    validation to the server; without it "kubectl create -f" fails with
-    "failed to download openapi".  /openapi/v2 answers 404 (kubectl copes:
-    explain/apply-style schema features are not available).
+    parameter, for every stored kind: that makes kubectl (--validate=strict,
+    its default) leave validation to the server; without it "kubectl create
+    -f" / "kubectl apply" fail with "failed to download openapi".  The
+    operations declare no request body, so "kubectl apply" finds no strategic
+    merge patch schema there and computes its patches from its own compiled-in
+    types (all kinds above are built in).  /openapi/v2 answers 404 (kubectl
+    copes: "kubectl explain" is not available).
     Accept "...;as=Table" gets a
     meta.k8s.io/v1 Table (pods: Name Ready Status Restarts Age [IP Node];
-    leases: Name Holder Age; ...; rows carry PartialObjectMetadata so
+    leases: Name Holder Age; statefulsets: Name Ready Age; rolebindings: Name
+    Role Age [Users Groups ServiceAccounts]; ...; rows carry PartialObjectMetadata so
     "kubectl get -L label" works; includeObject=None|Metadata|Object).
 
 Admin API (/_double/..., no bearer token unless --admin-token is given)
@@ -119,12 +205,22 @@ Admin API (/_double/..., no bearer token unless --admin-token is given)
          --listen port (existing ones are dropped) / listen again.
     POST /_double/tokens {"token":..,"user":..}; DELETE /_double/tokens?token=..
     GET  /_double/stats -> {"by_user":{user:{verb:n}},"total":{verb:n},
-         "by_user_resource":{user:{resource:{verb:n}}},"since":unix_time}
+         "by_user_resource":{user:{resource:{verb:n}}},
+         "forbidden":{user:{resource:{verb:n}}},"since":unix_time}
          verbs: get list watch create update patch delete deletecollection
-         (resource requests only; discovery is not counted).
+         (resource requests only; discovery is not counted); forbidden:
+         requests RBAC refused (also counted in the others); users are token
+         users, not RBAC identities.
     POST /_double/stats/reset
-    GET  /_double/whoami     the user of the request's bearer token (401 if none)
-    POST /_double/reset      delete every object except the start-up ones.
+    GET  /_double/whoami     the user of the request's bearer token (401 if none):
+         {"user":..} (+ "identity", "groups", "rbac": true when RBAC applies)
+    GET  /_double/rbac       -> {"subjects": {user: identity}} (the RBAC mapping)
+    POST /_double/rbac {"user":"pg-0","as":"system:serviceaccount:default:hapg",
+         "groups":[..] (optional)}  -> 201: RBAC applies to user pg-0 from its
+         next request on, as that identity
+    DELETE /_double/rbac[?user=pg-0]         -> {"removed":N}: unrestricted again
+    POST /_double/reset      delete every object except the start-up ones
+         (tokens, faults and the RBAC mapping stay).
 
 Memory is bounded: --history events, request bodies <= 3 MiB, at most
 --max-connections connections per port, idle keep-alive connections closed
@@ -207,7 +303,8 @@ class Res:
     """One resource type: names, scope and the per-type rules of its strategy."""
 
     def __init__(self, plural, kind, group='', namespaced=True, short=(), create_on_update=False,
-                 unconditional=True, generation=False, delete_returns_object=False, fields=()):
+                 unconditional=True, generation=False, delete_returns_object=False, fields=(),
+                 names='subdomain', status=False, categories=(), review=False):
         self.plural, self.kind, self.group, self.namespaced = plural, kind, group, namespaced
         self.short = list(short)
         self.singular = kind.lower()
@@ -216,6 +313,10 @@ class Res:
         self.generation = generation
         self.delete_returns_object = delete_returns_object
         self.fields = set(fields) | {'metadata.name', 'metadata.namespace'}
+        self.names = names              # name rule: subdomain, label, dns1035, path
+        self.status = status            # has a status subresource (main resource keeps status)
+        self.categories = list(categories)
+        self.review = review            # create-only, answered and never stored (access reviews)
         self.api_version = group + '/v1' if group else 'v1'
         self.qualified = plural + '.' + group if group else plural
         self.qualified_kind = kind + '.' + group if group else kind
@@ -230,19 +331,42 @@ class Res:
         return d
 
 
+RBAC = 'rbac.authorization.k8s.io'
 POD_FIELDS = ('spec.nodeName', 'spec.restartPolicy', 'spec.schedulerName',
               'spec.serviceAccountName', 'status.phase', 'status.podIP', 'status.nominatedNodeName')
 RESOURCES = [
-    Res('pods', 'Pod', short=['po'], generation=True, delete_returns_object=True, fields=POD_FIELDS),
+    Res('pods', 'Pod', short=['po'], generation=True, delete_returns_object=True, fields=POD_FIELDS,
+        status=True, categories=['all']),
     Res('configmaps', 'ConfigMap', short=['cm']),
     Res('endpoints', 'Endpoints', short=['ep'], create_on_update=True),
-    Res('services', 'Service', short=['svc'], create_on_update=True, generation=True),
-    Res('namespaces', 'Namespace', namespaced=False, short=['ns'], fields=('status.phase',)),
+    Res('services', 'Service', short=['svc'], create_on_update=True, generation=True, names='dns1035',
+        categories=['all']),
+    Res('namespaces', 'Namespace', namespaced=False, short=['ns'], fields=('status.phase',), names='label'),
+    Res('serviceaccounts', 'ServiceAccount', short=['sa']),
+    Res('secrets', 'Secret', fields=('type',)),
     Res('leases', 'Lease', group='coordination.k8s.io', create_on_update=True, unconditional=False),
+    Res('statefulsets', 'StatefulSet', group='apps', short=['sts'], generation=True, status=True,
+        categories=['all']),
+    Res('poddisruptionbudgets', 'PodDisruptionBudget', group='policy', short=['pdb'], generation=True,
+        status=True),
+    Res('roles', 'Role', group=RBAC, names='path'),
+    Res('rolebindings', 'RoleBinding', group=RBAC, names='path'),
+    Res('clusterroles', 'ClusterRole', group=RBAC, namespaced=False, names='path'),
+    Res('clusterrolebindings', 'ClusterRoleBinding', group=RBAC, namespaced=False, names='path'),
+    Res('selfsubjectaccessreviews', 'SelfSubjectAccessReview', group='authorization.k8s.io',
+        namespaced=False, review=True),
+    Res('selfsubjectrulesreviews', 'SelfSubjectRulesReview', group='authorization.k8s.io',
+        namespaced=False, review=True),
+    Res('selfsubjectreviews', 'SelfSubjectReview', group='authentication.k8s.io', namespaced=False,
+        review=True),
 ]
+NEW_STATUS = {'statefulsets': {'replicas': 0, 'availableReplicas': 0},
+              'poddisruptionbudgets': {'disruptionsAllowed': 0, 'currentHealthy': 0,
+                                       'desiredHealthy': 0, 'expectedPods': 0}}
 BY_GROUP = {}
 for _r in RESOURCES:
     BY_GROUP.setdefault(_r.group, {})[_r.plural] = _r
+BY_PLURAL = {r.plural: r for r in RESOURCES}
 GROUPS = [g for g in BY_GROUP if g]
 
 
@@ -314,6 +438,26 @@ def fe_invalid(field, value, detail):
 def fe_required(field, detail=''):
     # one field.Required error
     return ('FieldValueRequired', field, 'Required value' + (': ' + detail if detail else ''))
+
+
+def fe_unsupported(field, value, supported):
+    # one field.NotSupported error
+    return ('FieldValueNotSupported', field, 'Unsupported value: %s: supported values: %s'
+            % (go_value(value), ', '.join(json.dumps(x) for x in supported)))
+
+
+def name_errors(rule, name):
+    # metadata.name rules: DNS subdomain (most kinds), DNS label (namespaces), DNS-1035
+    # label (services), path segment (RBAC objects)
+    if rule == 'path':
+        if name in ('.', '..'):
+            return ["may not be '%s'" % name]
+        return ["may not contain '%s'" % c for c in ('/', '%') if c in name]
+    limit, rx, msg = {'label': (63, DNS1123_LABEL, MSG_LABEL), 'dns1035': (63, DNS1035_LABEL, MSG_DNS1035),
+                      'subdomain': (253, DNS1123_SUBDOMAIN, MSG_SUBDOMAIN)}[rule]
+    if len(name) > limit:
+        return ['must be no more than %d characters' % limit]
+    return [] if rx.match(name) else [msg]
 
 
 def invalid(res, name, errs):
@@ -811,6 +955,13 @@ PB_SCHEMAS = {
     'ConfigMap': {1: ('metadata', PB_META), 2: ('data', 'map'), 3: ('binaryData', 'mapb64'),
                   4: ('immutable', 'bool')},
     'Namespace': {1: ('metadata', PB_META), 2: ('spec', {1: ('finalizers', 'rstr')})},
+    'SelfSubjectAccessReview': {1: ('metadata', PB_META), 2: ('spec', {
+        1: ('resourceAttributes', {1: ('namespace', 'str'), 2: ('verb', 'str'), 3: ('group', 'str'),
+                                   4: ('version', 'str'), 5: ('resource', 'str'), 6: ('subresource', 'str'),
+                                   7: ('name', 'str')}),
+        2: ('nonResourceAttributes', {1: ('path', 'str'), 2: ('verb', 'str')})})},
+    'SelfSubjectRulesReview': {1: ('metadata', PB_META), 2: ('spec', {1: ('namespace', 'str')})},
+    'SelfSubjectReview': {1: ('metadata', PB_META)},
     'Lease': {1: ('metadata', PB_META),
               2: ('spec', {1: ('holderIdentity', 'str'), 2: ('leaseDurationSeconds', 'int'),
                            3: ('acquireTime', PB_MICROTIME), 4: ('renewTime', PB_MICROTIME),
@@ -874,7 +1025,8 @@ Event = collections.namedtuple('Event', 'rv type res ns obj prev')
 class Cluster:
     """All objects, the resourceVersion counter and the event history, behind one lock."""
 
-    def __init__(self, history=1000):
+    def __init__(self, history=1000, namespace_grace=1.0):
+        self.namespace_grace = namespace_grace
         self.cond = threading.Condition(threading.RLock())
         self.rv = 0
         self.objects = {}          # (plural, ns, name) -> object (never mutated once stored)
@@ -921,7 +1073,7 @@ class Cluster:
         self.cond.notify_all()
 
     def _remove(self, res, ns, name):
-        # RFC 6902 remove; the path must exist
+        # delete one stored object, recording a DELETED event
         key = (res.plural, ns, name)
         old = self.objects.pop(key)
         gone = copy.deepcopy(old)
@@ -968,6 +1120,10 @@ class Cluster:
                         p.setdefault('protocol', 'TCP')
                         p.setdefault('targetPort', p.get('port'))
             obj.setdefault('status', {'loadBalancer': {}})
+        elif res.plural in NEW_STATUS:   # PrepareForCreate resets status to its zero value
+            obj['status'] = copy.deepcopy(NEW_STATUS[res.plural])
+        elif res.plural == 'secrets':
+            obj.setdefault('type', 'Opaque')
         return obj
 
     def _check_body(self, res, body, ns, url_name=None):
@@ -1009,12 +1165,11 @@ class Cluster:
         if res.plural == 'leases':
             self._check_lease_types(res, body)
         elif res.plural == 'configmaps':
-            for f in ('data', 'binaryData'):
-                v = body.get(f)
-                if v is None:
-                    body.pop(f, None)
-                elif not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
-                    raise self._type_error(res, f, 'map[string]string', v)
+            self._check_string_maps(res, body, ('data', 'binaryData'))
+        elif res.plural == 'secrets':
+            self._check_secret(res, body)
+        elif res.group == RBAC:
+            self._check_rbac_types(res, body)
         if res.namespaced:
             if (md.get('namespace') or ns) != ns:
                 raise bad_request('the namespace of the provided object does not match the namespace '
@@ -1034,6 +1189,67 @@ class Cluster:
                  float: 'number'}.get(type(value), 'null')
         return bad_request('%s in version "v1" cannot be handled as a %s: json: cannot unmarshal %s '
                            'into Go struct field %s of type %s' % (res.kind, res.kind, jtype, field, gotype))
+
+    def _check_string_maps(self, res, body, fields):
+        # map[string]string fields (null = absent)
+        for f in fields:
+            v = body.get(f)
+            if v is None:
+                body.pop(f, None)
+            elif not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+                raise self._type_error(res, f, 'map[string]string', v)
+
+    def _check_secret(self, res, body):
+        # data is map[string][]byte (base64 in JSON); stringData is merged into data on write
+        self._check_string_maps(res, body, ('data', 'stringData'))
+        if body.get('type') is not None and not isinstance(body['type'], str):
+            raise self._type_error(res, 'type', 'v1.SecretType', body['type'])
+        for v in (body.get('data') or {}).values():
+            try:
+                base64.b64decode(v.encode('ascii'), validate=True)
+            except (ValueError, UnicodeEncodeError):
+                bad = next((i for i, ch in enumerate(v) if ch not in string.ascii_letters + string.digits
+                            + '+/='), len(v) - len(v) % 4)
+                raise bad_request('Secret in version "v1" cannot be handled as a Secret: illegal base64 '
+                                  'data at input byte %d' % bad)
+        extra = body.pop('stringData', None)
+        if extra:
+            data = body.setdefault('data', {})
+            for k, v in extra.items():
+                data[k] = base64.b64encode(v.encode('utf-8')).decode('ascii')
+
+    def _check_rbac_types(self, res, body):
+        # rules []PolicyRule, subjects []Subject, roleRef RoleRef as the Go decoder sees them
+        def strings(where, obj, fields, typ):
+            for f in fields:
+                v = obj.get(f)
+                if v is None:
+                    obj.pop(f, None)
+                elif (not isinstance(v, str) if typ == 'string' else
+                      not (isinstance(v, list) and all(isinstance(x, str) for x in v))):
+                    raise self._type_error(res, '%s.%s' % (where, f), typ, v)
+
+        for field, gotype in (('rules', 'PolicyRule'), ('subjects', 'Subject')):
+            v = body.get(field)
+            if v is None:
+                body.pop(field, None)
+                continue
+            if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+                raise self._type_error(res, field, '[]v1.' + gotype, v)
+            for item in v:
+                if field == 'rules':
+                    strings('PolicyRule.rules', item, ('verbs', 'apiGroups', 'resources', 'resourceNames',
+                                                       'nonResourceURLs'), '[]string')
+                else:
+                    strings('Subject.subjects', item, ('kind', 'apiGroup', 'name', 'namespace'), 'string')
+        ref = body.get('roleRef')
+        if ref is not None:
+            if not isinstance(ref, dict):
+                raise self._type_error(res, 'roleRef', 'v1.RoleRef', ref)
+            strings('RoleRef.roleRef', ref, ('apiGroup', 'kind', 'name'), 'string')
+        for sub in body.get('subjects') or []:  # SetDefaults_Subject
+            if sub.get('kind') in ('User', 'Group') and not sub.get('apiGroup'):
+                sub['apiGroup'] = RBAC
 
     def _check_lease_types(self, res, body):
         # LeaseSpec as the Go decoder sees it (MicroTime: exactly 6 fractional digits)
@@ -1069,20 +1285,8 @@ class Cluster:
         name = md.get('name', '')
         if not name:
             errs.append(fe_required('metadata.name', 'name or generateName is required'))
-        elif res.plural == 'namespaces':
-            if len(name) > 63:
-                errs.append(fe_invalid('metadata.name', name, 'must be no more than 63 characters'))
-            elif not DNS1123_LABEL.match(name):
-                errs.append(fe_invalid('metadata.name', name, MSG_LABEL))
-        elif res.plural == 'services':
-            if len(name) > 63:
-                errs.append(fe_invalid('metadata.name', name, 'must be no more than 63 characters'))
-            elif not DNS1035_LABEL.match(name):
-                errs.append(fe_invalid('metadata.name', name, MSG_DNS1035))
-        elif len(name) > 253:
-            errs.append(fe_invalid('metadata.name', name, 'must be no more than 253 characters'))
-        elif not DNS1123_SUBDOMAIN.match(name):
-            errs.append(fe_invalid('metadata.name', name, MSG_SUBDOMAIN))
+        else:
+            errs += [fe_invalid('metadata.name', name, e) for e in name_errors(res.names, name)]
         for k, v in (md.get('labels') or {}).items():
             for e in qualified_name_errors(k):
                 errs.append(fe_invalid('metadata.labels', k, e))
@@ -1112,6 +1316,8 @@ class Cluster:
                                                "characters, '-', '_' or '.' (e.g. 'key.name',  or "
                                                "'KEY_NAME',  or 'key-name', regex used for validation "
                                                "is '[-._a-zA-Z0-9]+')"))
+        elif res.group == RBAC:
+            errs += rbac_errors(res, obj)
         if errs:
             raise invalid(res, name, errs)
 
@@ -1126,7 +1332,7 @@ class Cluster:
                 md.pop(f, None)
         md.pop('selfLink', None)
         md.pop('managedFields', None)
-        if res.plural == 'pods':
+        if res.status:
             if status_only:
                 keep = copy.deepcopy(old)
                 keep['status'] = new.get('status', {})
@@ -1142,6 +1348,9 @@ class Cluster:
         if res.generation and not strict_equal(old.get('spec'), new.get('spec')):
             md['generation'] = omd.get('generation', 0) + 1
         md['resourceVersion'] = omd['resourceVersion']
+        if res.plural.endswith('rolebindings') and new.get('roleRef') != old.get('roleRef'):
+            raise invalid(res, md.get('name', ''), [fe_invalid('roleRef', GoRoleRef(new.get('roleRef')),
+                                                               'cannot change roleRef')])
         self._validate(res, new)
         if strict_equal(new, old):
             return old
@@ -1195,6 +1404,13 @@ class Cluster:
                 raise ApiError(409, '%s "%s" already exists' % (res.qualified, md['name']),
                                'AlreadyExists', res.details(md['name']))
             if res.namespaced:
+                nso = self.objects.get(('namespaces', '', ns))
+                if nso is not None and nso['metadata'].get('deletionTimestamp'):
+                    raise ApiError(403, '%s "%s" is forbidden: unable to create new content in namespace %s '
+                                        'because it is being terminated' % (res.qualified, md['name'], ns),
+                                   'Forbidden', res.details(md['name'], causes=[
+                                       {'reason': 'NamespaceTerminating', 'field': 'metadata.namespace',
+                                        'message': 'namespace %s is being terminated' % ns}]))
                 self._ensure_namespace(ns)
             return self._store(res, obj, None)
 
@@ -1230,6 +1446,10 @@ class Cluster:
     def patch(self, res, ns, name, ctype, raw, sub=None):
         # PATCH: apply to the stored object, then the same CAS as PUT
         ctype = (ctype or '').split(';')[0].strip().lower()
+        if ctype == 'application/apply-patch+yaml':
+            raise ApiError(415, 'the API double does not implement server-side apply (%s): use '
+                                'client-side "kubectl apply" (without --server-side), or a merge, '
+                                'strategic merge or JSON patch' % ctype, 'UnsupportedMediaType')
         if ctype not in ('application/merge-patch+json', 'application/strategic-merge-patch+json',
                          'application/json-patch+json'):
             raise ApiError(415, 'the body of the request was in an unknown format - accepted media types '
@@ -1261,6 +1481,10 @@ class Cluster:
                     new = strategic_merge_patch(base, doc)
                     if new is _DELETE:
                         new = {}
+                    spec = doc.get('spec')
+                    sel = spec.get('selector') if isinstance(spec, dict) else None
+                    if res.plural == 'poddisruptionbudgets' and isinstance(sel, dict):
+                        new['spec']['selector'] = _smp_strip(sel)   # patchStrategy=replace
             except PatchError as e:
                 raise ApiError(422, str(e), 'Invalid', res.details(name, kind=res.kind))
             if not isinstance(new, dict):
@@ -1291,9 +1515,7 @@ class Cluster:
                                           'ResourceVersion in object meta: %s'
                                % (pre['resourceVersion'], old['metadata']['resourceVersion']))
             if res.plural == 'namespaces':
-                for key in [k for k in self.objects if k[1] == name]:
-                    r = next(x for x in RESOURCES if x.plural == key[0])
-                    self._remove(r, name, key[2])
+                return self._terminate_namespace(old)
             gone = self._remove(res, ns if res.namespaced else '', name)
         if res.delete_returns_object:
             out = copy.deepcopy(gone)
@@ -1302,6 +1524,37 @@ class Cluster:
             return out
         return {'kind': 'Status', 'apiVersion': 'v1', 'metadata': {}, 'status': 'Success',
                 'details': res.details(name, uid=gone['metadata']['uid'])}
+
+    def _terminate_namespace(self, old):
+        # like the namespace controller: Terminating at once, content and namespace gone after
+        # --namespace-termination-seconds (0: at once); deleting it again is a 409
+        res, name = BY_PLURAL['namespaces'], old['metadata']['name']
+        if old['metadata'].get('deletionTimestamp'):
+            raise conflict(res, name, 'The system is ensuring all content is removed from this namespace.  '
+                                      'Upon completion, this namespace will automatically be purged by the '
+                                      'system.')
+        if self.namespace_grace <= 0:
+            self._purge_namespace(name, old['metadata']['uid'])
+            out = copy.deepcopy(old)
+        else:
+            out = copy.deepcopy(old)
+            out['metadata']['deletionTimestamp'] = now_rfc3339()
+            out['status'] = {'phase': 'Terminating'}
+            out = self._store(res, out, old)
+            t = threading.Timer(self.namespace_grace, self._purge_namespace, (name, old['metadata']['uid']))
+            t.daemon = True
+            t.start()
+        return out
+
+    def _purge_namespace(self, name, uid):
+        # delete every object of a namespace, then the namespace (if it is still that one)
+        with self.cond:
+            nso = self.objects.get(('namespaces', '', name))
+            if nso is None or nso['metadata']['uid'] != uid or self.stopping:
+                return
+            for key in [k for k in self.objects if k[1] == name]:
+                self._remove(BY_PLURAL[key[0]], name, key[2])
+            self._remove(BY_PLURAL['namespaces'], '', name)
 
     def deletecollection(self, res, ns, labels, fields):
         # DELETE on a collection with selectors
@@ -1320,8 +1573,7 @@ class Cluster:
         with self.cond:
             n = 0
             for key in [k for k in self.objects if k not in self.builtin]:
-                r = next(x for x in RESOURCES if x.plural == key[0])
-                self._remove(r, key[1], key[2])
+                self._remove(BY_PLURAL[key[0]], key[1], key[2])
                 n += 1
             return n
 
@@ -1356,6 +1608,20 @@ def table_columns(res):
         return [name, _col('Type'), _col('Cluster-IP'), _col('External-IP'), _col('Port(s)'), age]
     if res.plural == 'namespaces':
         return [name, _col('Status'), age]
+    if res.plural == 'serviceaccounts':
+        return [name, _col('Secrets', 'integer'), age]
+    if res.plural == 'secrets':
+        return [name, _col('Type'), _col('Data', 'integer'), age]
+    if res.plural == 'statefulsets':
+        return [name, _col('Ready'), age, _col('Containers', prio=1), _col('Images', prio=1)]
+    if res.plural == 'poddisruptionbudgets':
+        return [name, _col('Min Available'), _col('Max Unavailable'), _col('Allowed Disruptions', 'integer'),
+                age]
+    if res.plural in ('roles', 'clusterroles'):
+        return [name, _col('Created At', fmt='date')]
+    if res.plural in ('rolebindings', 'clusterrolebindings'):
+        return [name, _col('Role'), age, _col('Users', prio=1), _col('Groups', prio=1),
+                _col('ServiceAccounts', prio=1)]
     return [name, age]
 
 
@@ -1388,6 +1654,28 @@ def table_cells(res, o):
                 ports or '<none>', age]
     if res.plural == 'namespaces':
         return [name, st.get('phase', 'Active'), age]
+    if res.plural == 'serviceaccounts':
+        return [name, len(o.get('secrets') or []), age]
+    if res.plural == 'secrets':
+        return [name, o.get('type', ''), len(o.get('data') or {}), age]
+    if res.plural == 'statefulsets':
+        tmpl = ((spec.get('template') or {}).get('spec') or {}).get('containers') or []
+        return [name, '%d/%d' % (st.get('readyReplicas') or 0, spec.get('replicas', 1)), age,
+                ','.join(str(c.get('name')) for c in tmpl), ','.join(str(c.get('image')) for c in tmpl)]
+    if res.plural == 'poddisruptionbudgets':
+        return [name, str(spec.get('minAvailable', 'N/A')), str(spec.get('maxUnavailable', 'N/A')),
+                st.get('disruptionsAllowed', 0), age]
+    if res.plural in ('roles', 'clusterroles'):
+        return [name, md.get('creationTimestamp', '')]
+    if res.plural in ('rolebindings', 'clusterrolebindings'):
+        ref, subs = o.get('roleRef') or {}, o.get('subjects') or []
+
+        def who(kind):
+            # the subjects of one kind, as kubectl's wide columns print them
+            return ', '.join((s.get('namespace', '') + '/' + s.get('name', '')) if kind == 'ServiceAccount'
+                             else s.get('name', '') for s in subs if s.get('kind') == kind)
+        return [name, '%s/%s' % (ref.get('kind', ''), ref.get('name', '')), age, who('User'), who('Group'),
+                who('ServiceAccount')]
     return [name, age]
 
 
@@ -1425,17 +1713,15 @@ def resource_list(group):
         if r.plural != 'namespaces':
             verbs.insert(2, 'deletecollection')
         entry = {'name': r.plural, 'singularName': r.singular, 'namespaced': r.namespaced,
-                 'kind': r.kind, 'verbs': verbs}
+                 'kind': r.kind, 'verbs': ['create'] if r.review else verbs}
         if r.short:
             entry['shortNames'] = r.short
-        if r.plural in ('pods', 'configmaps', 'endpoints', 'services'):
-            entry['categories'] = ['all'] if r.plural in ('pods', 'services') else []
-            if not entry['categories']:
-                del entry['categories']
+        if r.categories:
+            entry['categories'] = r.categories
         out.append(entry)
-        if r.plural == 'pods':
-            out.append({'name': 'pods/status', 'singularName': '', 'namespaced': True, 'kind': 'Pod',
-                        'verbs': ['get', 'patch', 'update']})
+        if r.status:
+            out.append({'name': r.plural + '/status', 'singularName': '', 'namespaced': r.namespaced,
+                        'kind': r.kind, 'verbs': ['get', 'patch', 'update']})
     return {'kind': 'APIResourceList', 'apiVersion': 'v1',
             'groupVersion': group + '/v1' if group else 'v1', 'resources': out}
 
@@ -1457,6 +1743,8 @@ def openapi_v3(rest):
         raise no_route()
     paths = {}
     for r in BY_GROUP[group].values():
+        if r.review:
+            continue
         prefix = '/apis/%s/v1' % group if group else '/api/v1'
         path = prefix + ('/namespaces/{namespace}/' if r.namespaced else '/') + r.plural + '/{name}'
         params = [{'name': n, 'in': 'query', 'schema': {'type': 'string', 'uniqueItems': True}}
@@ -1474,6 +1762,231 @@ def api_group(group):
     # one APIGroup entry (only v1 served)
     gv = {'groupVersion': group + '/v1', 'version': 'v1'}
     return {'name': group, 'versions': [gv], 'preferredVersion': gv}
+
+
+# ---------------------------------------------------------------------------
+# RBAC: validation of the rbac.authorization.k8s.io objects and the authorizer
+# ---------------------------------------------------------------------------
+
+SA_PREFIX = 'system:serviceaccount:'
+
+
+class GoRoleRef:
+    """A RoleRef printed the way Go's %#v prints it inside field errors."""
+
+    def __init__(self, ref):
+        self.ref = ref if isinstance(ref, dict) else {}
+
+    def __str__(self):
+        return 'rbac.RoleRef{APIGroup:%s, Kind:%s, Name:%s}' % tuple(
+            json.dumps(self.ref.get(k, '')) for k in ('apiGroup', 'kind', 'name'))
+
+
+def rbac_errors(res, obj):
+    """ValidateRole/ClusterRole/RoleBinding/ClusterRoleBinding (a subset), as field errors."""
+    errs = []
+    if res.plural in ('roles', 'clusterroles'):
+        for i, rule in enumerate(obj.get('rules') or []):
+            at = 'rules[%d]' % i
+            if not rule.get('verbs'):
+                errs.append(fe_required(at + '.verbs', 'verbs must contain at least one value'))
+            if rule.get('nonResourceURLs'):
+                if res.namespaced:
+                    errs.append(fe_invalid(at + '.nonResourceURLs', rule['nonResourceURLs'],
+                                           'namespaced rules cannot apply to non-resource URLs'))
+                if rule.get('apiGroups') or rule.get('resources') or rule.get('resourceNames'):
+                    errs.append(fe_invalid(at + '.nonResourceURLs', rule['nonResourceURLs'], 'rules cannot '
+                                           'apply to both regular resources and non-resource URLs'))
+                continue
+            for f, what in (('apiGroups', 'api group'), ('resources', 'resource')):
+                if not rule.get(f):
+                    errs.append(fe_required('%s.%s' % (at, f),
+                                            'resource rules must supply at least one ' + what))
+        return errs
+    ref = obj.get('roleRef') or {}
+    if ref.get('apiGroup', '') != RBAC:
+        errs.append(fe_unsupported('roleRef.apiGroup', ref.get('apiGroup', ''), [RBAC]))
+    kinds = ['Role', 'ClusterRole'] if res.namespaced else ['ClusterRole']
+    if ref.get('kind', '') not in kinds:
+        errs.append(fe_unsupported('roleRef.kind', ref.get('kind', ''), kinds))
+    if not ref.get('name'):
+        errs.append(fe_required('roleRef.name'))
+    else:
+        errs += [fe_invalid('roleRef.name', ref['name'], e) for e in name_errors('path', ref['name'])]
+    for i, sub in enumerate(obj.get('subjects') or []):
+        at, kind = 'subjects[%d]' % i, sub.get('kind', '')
+        if not sub.get('name'):
+            errs.append(fe_required(at + '.name'))
+        if kind == 'ServiceAccount':
+            if sub.get('apiGroup'):
+                errs.append(fe_unsupported(at + '.apiGroup', sub['apiGroup'], ['']))
+            if not res.namespaced and not sub.get('namespace'):
+                errs.append(fe_required(at + '.namespace'))
+        elif kind in ('User', 'Group'):
+            if sub.get('apiGroup') != RBAC:
+                errs.append(fe_unsupported(at + '.apiGroup', sub.get('apiGroup', ''), [RBAC]))
+        else:
+            errs.append(fe_unsupported(at + '.kind', kind, ['ServiceAccount', 'User', 'Group']))
+    return errs
+
+
+class Identity:
+    """Who a request acts as: the name and groups RBAC sees, and whether RBAC applies at all."""
+
+    def __init__(self, name, groups=None, restricted=False):
+        self.name, self.restricted = name, restricted
+        self.groups = list(groups) if groups is not None else default_groups(name)
+
+    def info(self):
+        # for /_double/whoami, SelfSubjectReview
+        return {'username': self.name, 'groups': self.groups}
+
+
+def default_groups(name, extra=()):
+    # the groups kube-apiserver's authenticators give a user
+    if name == 'system:anonymous':
+        return ['system:unauthenticated']
+    groups = list(extra)
+    if name.startswith(SA_PREFIX) and not extra:
+        groups += ['system:serviceaccounts', 'system:serviceaccounts:' + name[len(SA_PREFIX):].split(':')[0]]
+    if 'system:authenticated' not in groups:
+        groups.append('system:authenticated')
+    return groups
+
+
+Attrs = collections.namedtuple('Attrs', 'verb group resource sub name ns')
+
+
+def request_attrs(rt, query):
+    """authorizer.Attributes of a resource request, as the RequestInfoFactory fills them."""
+    res = rt.res
+    ns = (rt.ns or '') if res.namespaced else ''
+    name = rt.name or ''
+    if res.plural == 'namespaces' and name:
+        ns = name                    # a namespace is authorized in itself
+    if rt.verb in ('list', 'watch') and not name:
+        for term in (query.get('fieldSelector') or '').split(','):
+            m = re.match(r'^\s*metadata\.name\s*(==|=)\s*(.*?)\s*$', term)
+            if m and m.group(2) and not name_errors('path', m.group(2)):
+                name = m.group(2)
+    return Attrs(rt.verb, res.group, res.plural, rt.sub or '', name, ns)
+
+
+def forbidden(user, a, reason=''):
+    """The 403 kube-apiserver answers when no authorizer allows a resource request."""
+    resource = a.resource + ('/' + a.sub if a.sub else '')
+    msg = 'User "%s" cannot %s resource "%s" in API group "%s" ' % (user, a.verb, resource, a.group)
+    msg += 'in the namespace "%s"' % a.ns if a.ns else 'at the cluster scope'
+    if reason:
+        msg += ': ' + reason
+    qualified = a.resource + '.' + a.group if a.group else a.resource
+    head = '%s "%s" is forbidden' % (qualified, a.name) if a.name else '%s is forbidden' % qualified
+    details = {'name': a.name} if a.name else {}
+    if a.group:
+        details['group'] = a.group
+    details['kind'] = a.resource
+    return ApiError(403, '%s: %s' % (head, msg), 'Forbidden', details)
+
+
+def rule_allows(rule, a):
+    # rbac/v1 RuleAllows for resource requests: verb, API group, resource[/sub], resourceNames
+    verbs, groups = rule.get('verbs') or [], rule.get('apiGroups') or []
+    if '*' not in verbs and a.verb not in verbs:
+        return False
+    if '*' not in groups and a.group not in groups:
+        return False
+    combined = a.resource + ('/' + a.sub if a.sub else '')
+    resources = rule.get('resources') or []
+    if not any(r == '*' or r == combined or (a.sub and r == '*/' + a.sub) for r in resources):
+        return False
+    names = rule.get('resourceNames') or []
+    return not names or a.name in names
+
+
+def describe_subject(sub, ns):
+    # how RBAC names a binding's subject in its "allowed by" reasons
+    if sub.get('kind') == 'ServiceAccount':
+        return 'ServiceAccount "%s/%s"' % (sub.get('name', ''), sub.get('namespace') or ns)
+    return '%s "%s"' % (sub.get('kind', ''), sub.get('name', ''))
+
+
+def subject_matches(ident, sub, ns):
+    # appliesToUser: User by name, Group by membership, ServiceAccount by its user name
+    kind, name = sub.get('kind'), sub.get('name', '')
+    if kind == 'User':
+        return ident.name == name
+    if kind == 'Group':
+        return name in ident.groups
+    if kind == 'ServiceAccount':
+        sans = sub.get('namespace') or ns
+        return bool(sans) and ident.name == '%s%s:%s' % (SA_PREFIX, sans, name)
+    return False
+
+
+def visit_rules(cluster, ident, ns):
+    """The roles that apply to ident in namespace ns (\"\" = cluster scope only), like VisitRulesFor.
+
+    Yields (source, role, error): ClusterRoleBindings apply everywhere,
+    RoleBindings only in their own namespace, with a Role of that namespace
+    or a ClusterRole; a binding whose role does not exist yields an error."""
+    with cluster.cond:
+        objs = cluster.objects
+        bindings = [('ClusterRoleBinding', o) for (p, _, _), o in objs.items() if p == 'clusterrolebindings']
+        if ns:
+            bindings += [('RoleBinding', o) for (p, ons, _), o in objs.items()
+                         if p == 'rolebindings' and ons == ns]
+        found = []
+        for kind, b in sorted(bindings, key=lambda kb: (kb[0] == 'RoleBinding', kb[1]['metadata']['name'])):
+            bns = b['metadata'].get('namespace', '') if kind == 'RoleBinding' else ''
+            sub = next((x for x in b.get('subjects') or [] if subject_matches(ident, x, bns)), None)
+            if sub is None:
+                continue
+            ref = b.get('roleRef') or {}
+            role = objs.get(('roles', bns, ref.get('name', '')) if ref.get('kind') == 'Role'
+                            else ('clusterroles', '', ref.get('name', '')))
+            source = '%s "%s" of %s "%s" to %s' % (
+                kind, b['metadata']['name'] + ('/' + bns if bns else ''), ref.get('kind'), ref.get('name'),
+                describe_subject(sub, bns))
+            err = None if role is not None else '%s.%s "%s" not found' % (ref.get('kind', '').lower(), RBAC,
+                                                                          ref.get('name', ''))
+            found.append((source, role, err))
+    return found
+
+
+def authorize(cluster, ident, a):
+    """RBAC as kube-apiserver evaluates a resource request: (allowed, reason)."""
+    errors = []
+    for source, role, err in visit_rules(cluster, ident, a.ns):
+        if err:
+            errors.append(err)
+        elif any(rule_allows(r, a) for r in role.get('rules') or []):
+            return True, 'RBAC: allowed by ' + source
+    if not errors:
+        return False, ''
+    return False, 'RBAC: ' + (errors[0] if len(errors) == 1 else '[' + ', '.join(errors) + ']')
+
+
+def rules_review(cluster, ident, ns):
+    """SelfSubjectRulesReview status: every rule that applies to ident in ns."""
+    if not ident.restricted:
+        return {'resourceRules': [{'verbs': ['*'], 'apiGroups': ['*'], 'resources': ['*']}],
+                'nonResourceRules': [{'verbs': ['*'], 'nonResourceURLs': ['*']}], 'incomplete': False}
+    out = {'resourceRules': [], 'nonResourceRules': [], 'incomplete': False}
+    errors = []
+    for _, role, err in visit_rules(cluster, ident, ns):
+        if err:
+            errors.append(err)
+            continue
+        for r in role.get('rules') or []:
+            if r.get('nonResourceURLs'):
+                out['nonResourceRules'].append({k: r[k] for k in ('verbs', 'nonResourceURLs') if k in r})
+            else:
+                keys = ('verbs', 'apiGroups', 'resources', 'resourceNames')
+                out['resourceRules'].append({k: r[k] for k in keys if k in r})
+    if errors:
+        out['incomplete'] = True
+        out['evaluationError'] = '[' + ', '.join(errors) + ']'
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -1618,12 +2131,18 @@ class Stats:
     def reset(self):
         with self.lock:
             self.by = collections.defaultdict(lambda: collections.defaultdict(collections.Counter))
+            self.denied = collections.defaultdict(lambda: collections.defaultdict(collections.Counter))
             self.since = time.time()
 
     def count(self, user, verb, resource):
         # one resource request of user/verb/resource
         with self.lock:
             self.by[user][resource][verb] += 1
+
+    def count_forbidden(self, user, verb, resource):
+        # one request of user/verb/resource that RBAC refused
+        with self.lock:
+            self.denied[user][resource][verb] += 1
 
     def snapshot(self):
         with self.lock:
@@ -1636,8 +2155,9 @@ class Stats:
                     by_res[user][r] = dict(verbs)
                 by_user[user] = dict(c)
                 total.update(c)
+            denied = {u: {r: dict(v) for r, v in per.items()} for u, per in self.denied.items()}
             return {'by_user': by_user, 'total': dict(total), 'by_user_resource': by_res,
-                    'since': self.since}
+                    'forbidden': denied, 'since': self.since}
 
 
 # ---------------------------------------------------------------------------
@@ -1665,9 +2185,9 @@ def route(method, path, query):
         return Route('get', payload=openapi_v3(parts[2:]))
     if not parts or parts[0] not in ('api', 'apis'):
         if parts == [] and method == 'GET':
-            return Route('get', payload={'paths': ['/api', '/api/v1', '/apis', '/apis/coordination.k8s.io',
-                                                   '/apis/coordination.k8s.io/v1', '/healthz',
-                                                   '/livez', '/readyz', '/version']})
+            return Route('get', payload={'paths': ['/api', '/api/v1', '/apis'] + [
+                '/apis/' + g + v for g in GROUPS for v in ('', '/v1')] + [
+                '/healthz', '/livez', '/openapi/v3', '/readyz', '/version']})
         raise no_route()
     if parts[0] == 'api':
         if len(parts) == 1:
@@ -1698,28 +2218,30 @@ def route(method, path, query):
         watch = True
     resources = BY_GROUP[group]
     ns = name = sub = None
-    if rest[0] == 'namespaces' and 'namespaces' in resources and len(rest) <= 2:
-        res = resources['namespaces']
-        name = rest[1] if len(rest) == 2 else None
-    elif rest[0] == 'namespaces' and len(rest) >= 3:
+    if rest[0] == 'namespaces' and (len(rest) >= 3 or 'namespaces' not in resources):
+        if len(rest) < 3:
+            raise no_route()
         ns, rest = rest[1], rest[2:]
-        if rest[0] not in resources or not resources[rest[0]].namespaced or len(rest) > 3:
+        if rest[0] not in resources or not resources[rest[0]].namespaced:
             raise no_route()
-        res = resources[rest[0]]
-        name = rest[1] if len(rest) >= 2 else None
-        sub = rest[2] if len(rest) == 3 else None
-        if sub is not None and not (res.plural == 'pods' and sub == 'status'):
-            raise no_route()
-    elif rest[0] in resources and len(rest) == 1:
-        res = resources[rest[0]]
-    else:
+    elif rest[0] in resources and not resources[rest[0]].namespaced:
+        pass
+    elif not (rest[0] in resources and len(rest) == 1):  # namespaced kinds: all-namespace collections
+        raise no_route()
+    res = resources[rest[0]]
+    if len(rest) > 3 or (res.review and len(rest) > 1):
+        raise no_route()
+    name = rest[1] if len(rest) >= 2 else None
+    sub = rest[2] if len(rest) == 3 else None
+    if sub is not None and not (res.status and sub == 'status'):
         raise no_route()
     collection = name is None
     verb = {('GET', True): 'watch' if watch else 'list', ('GET', False): 'watch' if watch else 'get',
             ('POST', True): 'create', ('PUT', False): 'update', ('PATCH', False): 'patch',
             ('DELETE', False): 'delete', ('DELETE', True): 'deletecollection'}.get((method, collection))
     if verb is None or (verb == 'create' and ns is None and res.namespaced) \
-            or (sub and verb not in ('get', 'update', 'patch')):
+            or (sub and verb not in ('get', 'update', 'patch')) or (res.review and verb != 'create') \
+            or (verb == 'deletecollection' and res.plural == 'namespaces'):
         raise ApiError(405, 'the server does not allow this method on the requested resource',
                        'MethodNotAllowed', {})
     return Route(verb, res, ns, name, sub)
@@ -1979,6 +2501,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.verb = 'admin'
                 return self.app.admin(self, path, body)
             self.user = self.authenticate(path)
+            self.ident = self.app.identity(self, self.user)
             rt = route(self.command, path, self.query)
             self.verb = rt.verb
             resname = rt.res.plural if rt.res else None
@@ -1987,13 +2510,14 @@ class Handler(BaseHTTPRequestHandler):
             fault = self.app.faults.match(self.user, rt.verb, resname)
             if fault:
                 return self.apply_fault(fault)
+            self.app.check_access(self, rt)
             if rt.res is None:
                 if isinstance(rt.payload, str):
                     return self.send_bytes(200, rt.payload.encode(), 'text/plain; charset=utf-8')
                 return self.send_json(200, rt.payload)
             if rt.verb == 'watch':
                 return self.serve_watch(rt)
-            code, obj = self.app.execute(rt, body, self.headers, self.query)
+            code, obj = self.app.execute(rt, body, self.headers, self.query, self.ident)
             if self.wants_table() and rt.verb in ('get', 'list') and rt.res:
                 obj = to_table(rt.res, obj, self.query.get('includeObject', 'Metadata'),
                                obj.get('metadata', {}).get('resourceVersion', ''))
@@ -2210,7 +2734,12 @@ class App:
     """Shared state of all listeners: store, auth, faults, statistics, options."""
 
     def __init__(self, args):
-        self.cluster = Cluster(args.history)
+        self.cluster = Cluster(args.history, args.namespace_termination_seconds)
+        self.rbac_lock = threading.Lock()
+        self.rbac = {}               # token user -> Identity that RBAC applies to
+        for spec in args.rbac or []:
+            user, _, name = spec.partition('=')
+            self.rbac[user] = Identity(name or user, restricted=True)
         tokens = {}
         for t in args.token or []:
             if '=' not in t:
@@ -2236,7 +2765,66 @@ class App:
         except (ValueError, UnicodeDecodeError) as e:
             raise bad_request('couldn\'t get version/kind; json parse error: %s' % e)
 
-    def execute(self, rt, body, headers, query):
+    def identity(self, h, user):
+        """The Identity of a request: its token user (RBAC-mapped with --rbac or /_double/rbac),
+        or whom it impersonates (Impersonate-User/-Group headers, always subject to RBAC)."""
+        with self.rbac_lock:
+            ident = self.rbac.get(user) or Identity(user)
+        imp_user = h.headers.get('Impersonate-User')
+        imp_groups = h.headers.get_all('Impersonate-Group') or []
+        if imp_user is None:
+            if imp_groups:
+                raise bad_request('requested %s without impersonating a user' % imp_groups)
+            return ident
+        wanted = [Attrs('impersonate', '', 'users', '', imp_user, '')]
+        if imp_user.startswith(SA_PREFIX) and imp_user.count(':') == 3:
+            sa_ns, sa_name = imp_user[len(SA_PREFIX):].split(':')
+            wanted = [Attrs('impersonate', '', 'serviceaccounts', '', sa_name, sa_ns)]
+        wanted += [Attrs('impersonate', '', 'groups', '', g, '') for g in imp_groups]
+        for a in wanted:
+            if ident.restricted and not authorize(self.cluster, ident, a)[0]:
+                raise forbidden(ident.name, a)
+        return Identity(imp_user, default_groups(imp_user, imp_groups), restricted=True)
+
+    def check_access(self, h, rt):
+        # 403 (before anything is executed or streamed) when RBAC applies and allows nothing
+        if rt.res is None or rt.res.review or not h.ident.restricted:
+            return
+        a = request_attrs(rt, h.query)
+        allowed, reason = authorize(self.cluster, h.ident, a)
+        if not allowed:
+            self.stats.count_forbidden(h.user, rt.verb, rt.res.plural)
+            raise forbidden(h.ident.name, a, reason)
+
+    def review(self, rt, ident, body):
+        """SelfSubjectAccessReview / SelfSubjectReview: answered, never stored."""
+        res = rt.res
+        body = self._json(body)
+        if not isinstance(body, dict):
+            raise bad_request('%s in version "v1" cannot be handled as a %s' % (res.kind, res.kind))
+        out = typed(res, {'metadata': {'creationTimestamp': None}, 'spec': body.get('spec') or {}})
+        if res.plural == 'selfsubjectreviews':
+            out.pop('spec')
+            out['status'] = {'userInfo': ident.info()}
+            return out
+        if res.plural == 'selfsubjectrulesreviews':
+            out['status'] = rules_review(self.cluster, ident, out['spec'].get('namespace', ''))
+            return out
+        ra = out['spec'].get('resourceAttributes')
+        if not ra:
+            out['status'] = {'allowed': True, 'reason': 'non-resource URLs are open in the API double'}
+        elif not ident.restricted:
+            out['status'] = {'allowed': True, 'reason': 'RBAC does not apply to this user in the API double'}
+        else:
+            a = Attrs(ra.get('verb', ''), ra.get('group', ''), ra.get('resource', ''),
+                      ra.get('subresource', ''), ra.get('name', ''), ra.get('namespace', ''))
+            allowed, reason = authorize(self.cluster, ident, a)
+            out['status'] = {'allowed': allowed}
+            if reason:
+                out['status']['reason'] = reason
+        return out
+
+    def execute(self, rt, body, headers, query, ident=None):
         """Run one resource verb; returns (http code, object)."""
         res, c = rt.res, self.cluster
         ns = rt.ns if res.namespaced else ''
@@ -2248,6 +2836,8 @@ class App:
                 raise bad_request('cannot decode protobuf body: %s' % e)
         elif body and rt.verb == 'delete' and 'protobuf' in ctype:
             body = b''  # DeleteOptions: defaults are what the double does anyway
+        if res.review:
+            return 201, self.review(rt, ident or Identity('system:anonymous'), body)
         if rt.verb == 'get':
             return 200, c.get(res, ns, rt.name)
         if rt.verb == 'list':
@@ -2326,7 +2916,32 @@ class App:
                 known = self.auth.revoke(tok)
                 return h.send_json(200 if known else 404, {'revoked': known})
         if parts == ['whoami'] and m == 'GET':
-            return h.send_json(200, {'user': h.authenticate('/api')})
+            user = h.authenticate('/api')
+            ident = self.identity(h, user)
+            out = {'user': user}
+            if ident.restricted:
+                out.update(identity=ident.name, groups=ident.groups, rbac=True)
+            return h.send_json(200, out)
+        if parts == ['rbac']:
+            if m == 'GET':
+                with self.rbac_lock:
+                    return h.send_json(200, {'subjects': {u: i.name for u, i in sorted(self.rbac.items())}})
+            if m == 'POST':
+                spec = self._json(body)
+                if not isinstance(spec, dict) or not spec.get('user'):
+                    raise bad_request('want {"user": .., "as": .. (default: the user itself), '
+                                      '"groups": [..]}')
+                user, name = str(spec['user']), str(spec.get('as') or spec['user'])
+                groups = spec.get('groups')
+                ident = Identity(name, default_groups(name, groups) if groups else None, restricted=True)
+                with self.rbac_lock:
+                    self.rbac[user] = ident
+                return h.send_json(201, {'user': user, 'as': ident.name, 'groups': ident.groups})
+            if m == 'DELETE':
+                with self.rbac_lock:
+                    users = [q['user']] if 'user' in q else list(self.rbac)
+                    n = sum(self.rbac.pop(u, None) is not None for u in users)
+                return h.send_json(200, {'removed': n})
         if parts == ['stats'] and m == 'GET':
             return h.send_json(200, self.stats.snapshot())
         if parts == ['stats', 'reset'] and m == 'POST':
@@ -2371,6 +2986,11 @@ def main(argv=None):
     p.add_argument('--bookmark-interval', type=float, default=5.0, help='seconds between BOOKMARKs')
     p.add_argument('--watch-max-seconds', type=float, default=1800.0)
     p.add_argument('--max-connections', type=int, default=512, help='per listening port')
+    p.add_argument('--rbac', action='append', metavar='USER[=AS]',
+                   help='make token user USER subject to RBAC, authorized as AS (default USER), e.g. '
+                        'pg-0=system:serviceaccount:default:hapg (repeatable)')
+    p.add_argument('--namespace-termination-seconds', type=float, default=1.0,
+                   help='a deleted namespace stays Terminating this long (0: gone at once)')
     p.add_argument('--quiet', action='store_true')
     args = p.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):

@@ -303,6 +303,67 @@ def proc_memory(pid):
 
 
 # --------------------------------------------------------------------------
+# manifests (for Cluster(rbac=...))
+
+# kind -> (API prefix, resource, namespaced)
+RBAC_KINDS = {'ServiceAccount': ('/api/v1', 'serviceaccounts', True)}
+RBAC_KINDS.update((kind, ('/apis/rbac.authorization.k8s.io/v1', kind.lower() + 's',
+                          not kind.startswith('Cluster')))
+                  for kind in ('Role', 'RoleBinding', 'ClusterRole', 'ClusterRoleBinding'))
+
+
+def object_path(obj):
+    """The API path of one of the RBAC_KINDS objects."""
+    prefix, plural, namespaced = RBAC_KINDS[obj['kind']]
+    md = obj['metadata']
+    if namespaced:
+        return '%s/namespaces/%s/%s/%s' % (prefix, md.get('namespace') or 'default', plural, md['name'])
+    return '%s/%s/%s' % (prefix, plural, md['name'])
+
+
+def load_manifests(source, double=None):
+    """Objects from a list/dict, or a YAML or JSON file (multi-document, List
+    kinds flattened).  YAML needs python3-yaml, or else kubectl (converting
+    against `double`)."""
+    if isinstance(source, dict):
+        docs = [source]
+    elif isinstance(source, (list, tuple)):
+        docs = list(source)
+    else:
+        with open(source) as f:
+            text = f.read()
+        if text.lstrip()[:1] in ('{', '['):
+            docs = json.loads(text)
+            docs = docs if isinstance(docs, list) else [docs]
+        else:
+            try:
+                import yaml
+                docs = list(yaml.safe_load_all(text))
+            except ImportError:
+                docs = [_kubectl_to_json(source, double)]
+    out = []
+    for d in docs:
+        if isinstance(d, dict) and d.get('kind', '').endswith('List') and 'items' in d:
+            out += load_manifests(d['items'])
+        elif isinstance(d, dict) and d.get('kind'):
+            out.append(d)
+    return out
+
+
+def _kubectl_to_json(path, double):
+    # YAML -> JSON without python3-yaml: kubectl (it asks the double for the kinds)
+    if double is None:
+        raise HarnessError('reading %s needs python3-yaml or a running double' % path)
+    cfg = double.kubeconfig(os.path.join(double.base_dir, 'kubeconfig-convert'))
+    p = subprocess.run(['kubectl', '--kubeconfig', cfg, 'create', '--dry-run=client', '--validate=false',
+                        '-o', 'json', '-f', path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=60)
+    if p.returncode != 0:
+        raise HarnessError('kubectl could not read %s: %s' % (path, p.stderr))
+    return json.loads(p.stdout)
+
+
+# --------------------------------------------------------------------------
 # the Kubernetes API double
 
 class Double:
@@ -530,7 +591,31 @@ class Double:
         return {v: int(s.get(v, 0)) for v in
                 ('get', 'list', 'watch', 'create', 'update', 'patch', 'delete')}
 
+    def set_rbac(self, user, identity):
+        """Make `user` subject to RBAC, authorized as `identity`."""
+        return self._ok('POST', '/_double/rbac', {'user': user, 'as': identity}, token=None)
+
+    def clear_rbac(self, user=None):
+        q = '?user=' + urllib.parse.quote(user) if user else ''
+        return self._ok('DELETE', '/_double/rbac' + q, token=None)
+
+    def forbidden(self, user=None):
+        """Requests RBAC refused: {user: {resource: {verb: n}}} (or one user's part)."""
+        f = self.stats().get('forbidden') or {}
+        return f if user is None else f.get(user, {})
+
     # -- Kubernetes objects (as the harness admin user)
+    def put_object(self, obj):
+        """Create `obj`, or replace it if it exists; returns it as stored."""
+        path = object_path(obj)
+        st, cur = self.request('GET', path)
+        if st == 404:
+            return self._ok('POST', path.rsplit('/', 1)[0], obj, ok=(201,))
+        if st != 200:
+            raise HarnessError('GET %s -> %s %r' % (path, st, cur))
+        obj = dict(obj, metadata=dict(obj['metadata'], resourceVersion=cur['metadata']['resourceVersion']))
+        return self._ok('PUT', path, obj, ok=(200,))
+
     def get_obj(self, path):
         st, out = self.request('GET', path)
         if st == 404:
@@ -601,13 +686,21 @@ class Cluster:
     member is its own initdb'd primary (for leader-race tests).
     launcher=True: members run under bin/hapg-launcher (see the module
     docstring); member_ports=True: one API port per member.
+    rbac=PATH (default None: off): install the ServiceAccount, Role(s) and
+    RoleBinding(s) of a YAML/JSON manifest (e.g. kubernetes/rbac.yaml) in
+    the cluster's namespace and make every member's token subject to RBAC
+    as that ServiceAccount (`rbac_identity`), each member keeping its own
+    user name in the double for faults and stats (see install_rbac).
     """
 
     def __init__(self, n=3, name='c1', profile=None, base_dir=None, tls=True,
                  names=None, standbys=True, create_pods=True, extra_conf=None,
                  member_conf=None, namespace='default', double=None, detach=False,
-                 keep=None, role_label='role', launcher=False, member_ports=False):
+                 keep=None, role_label='role', launcher=False, member_ports=False, rbac=None):
         self.name = name
+        self.rbac = rbac
+        self.rbac_identity = None       # system:serviceaccount:<ns>:<name> with rbac=
+        self.rbac_objects = []          # the RBAC objects installed with rbac=, as stored
         self.launcher = launcher
         self.member_ports = member_ports
         if member_ports and double is not None:
@@ -686,6 +779,8 @@ class Cluster:
         else:
             for m in self.members.values():
                 self.double.add_token(m.token, m.name)
+        if self.rbac is not None:
+            self.install_rbac(self.rbac)
         for m in self.members.values():
             self.write_token(m, m.token)
             if self.create_pods:
@@ -709,6 +804,46 @@ class Cluster:
                 self._initdb(m)
                 self.start_member(m, timeout=timeout)
                 self.sql(m, 'CREATE EXTENSION IF NOT EXISTS hapg')
+
+    def install_rbac(self, source):
+        """Install the ServiceAccount, Roles and RoleBindings of `source` (a
+        YAML/JSON file such as kubernetes/rbac.yaml, or a list of objects)
+        in the cluster's namespace and make every member's token subject to
+        RBAC as that ServiceAccount (the double's /_double/rbac), while the
+        double still knows each member by its own name (faults, stats).
+        Other kinds in the file are ignored.  Returns the identity."""
+        objs = load_manifests(source, self.double)
+        rbac = [o for o in objs if o.get('kind') in RBAC_KINDS]
+        sas = [o['metadata']['name'] for o in rbac if o['kind'] == 'ServiceAccount']
+        sa = next((((o.get('spec') or {}).get('template') or {}).get('spec', {}).get('serviceAccountName')
+                   for o in objs if o.get('kind') == 'StatefulSet'), None) or (sas[0] if sas else None)
+        if sa is None:
+            raise HarnessError('rbac=%r has no ServiceAccount' % (source,))
+        self.rbac_objects = []
+        for o in rbac:
+            o = json.loads(json.dumps(o))
+            md = o.setdefault('metadata', {})
+            for f in ('resourceVersion', 'uid', 'creationTimestamp', 'managedFields'):
+                md.pop(f, None)
+            if RBAC_KINDS[o['kind']][2]:
+                md['namespace'] = self.namespace
+            else:
+                md.pop('namespace', None)
+            for sub in o.get('subjects') or []:
+                if sub.get('kind') == 'ServiceAccount':
+                    sub['namespace'] = self.namespace
+            self.rbac_objects.append(self.double.put_object(o))
+        self.rbac_identity = 'system:serviceaccount:%s:%s' % (self.namespace, sa)
+        for m in self.members.values():
+            self.double.set_rbac(m.name, self.rbac_identity)
+        return self.rbac_identity
+
+    def rbac_object(self, kind, name=None):
+        """One of the objects installed with rbac= as it is now (None if gone)."""
+        for o in self.rbac_objects:
+            if o['kind'] == kind and (name is None or o['metadata']['name'] == name):
+                return self.double.get_obj(object_path(o))
+        return None
 
     def write_token(self, member, token):
         """(Re)write a member's token file atomically ('' = no token)."""

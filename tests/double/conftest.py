@@ -3,6 +3,7 @@
 Helpers live in doubletools.py (a unique module name: tests/conftest.py exists too).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from doubletools import MKCERTS, Double, write_kubeconfig  # noqa: E402
+from doubletools import KUBECTL, MKCERTS, Double, write_kubeconfig  # noqa: E402
 
 
 @pytest.fixture(scope='session')
@@ -60,3 +61,27 @@ def kubeconfig(tmp_path, tls_double):
     return write_kubeconfig(str(tmp_path / 'kubeconfig'), tls_double.url, tls_double.ca, 'tok-admin',
                             namespace='kt')
 
+
+@pytest.fixture
+def kubectl(kubeconfig, tmp_path):
+    """Run the real kubectl against tls_double: kubectl(*args, stdin=None, check=True, token=None).
+
+    token= runs it with another bearer token (a copy of the kubeconfig)."""
+    home = tmp_path / 'home'
+    home.mkdir()
+
+    def run(*args, stdin=None, check=True, token=None):
+        cfg = kubeconfig
+        if token:
+            cfg = str(tmp_path / ('kubeconfig-' + token))
+            data = json.load(open(kubeconfig))
+            data['users'][0]['user']['token'] = token
+            json.dump(data, open(cfg, 'w'))
+        env = {'PATH': '/usr/bin:/bin', 'HOME': str(home), 'KUBECONFIG': cfg}
+        p = subprocess.run([KUBECTL, '--request-timeout=10s'] + list(args), input=stdin, env=env,
+                           capture_output=True, text=True, timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError('kubectl %s failed (%d): %s %s' % (' '.join(args), p.returncode,
+                                                                   p.stdout, p.stderr))
+        return p
+    return run

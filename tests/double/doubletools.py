@@ -8,6 +8,7 @@ client that gives tests the status, headers and decoded body of one request.
 import http.client
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -18,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 KUBEAPI = os.path.join(ROOT, 'apidouble', 'kubeapi.py')
 MKCERTS = os.path.join(ROOT, 'apidouble', 'mkcerts.sh')
+KUBECTL = shutil.which('kubectl', path='/usr/bin:/usr/local/bin') or '/usr/bin/kubectl'
 sys.path.insert(0, HERE)
 
 TOKENS = {'tok-admin': 'tester', 'tok-0': 'pg-0', 'tok-1': 'pg-1', 'tok-2': 'pg-2'}

@@ -2,12 +2,12 @@
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
-KUBECTL = shutil.which('kubectl', path='/usr/bin:/usr/local/bin') or '/usr/bin/kubectl'
+from doubletools import KUBECTL
+
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason='kubectl not installed')
 
 POD_YAML = """\
@@ -31,22 +31,6 @@ metadata:
 data:
   k: v
 """
-
-
-@pytest.fixture
-def kubectl(kubeconfig, tmp_path):
-    home = tmp_path / 'home'
-    home.mkdir()
-    env = {'PATH': '/usr/bin:/bin', 'HOME': str(home), 'KUBECONFIG': kubeconfig}
-
-    def run(*args, stdin=None, check=True):
-        p = subprocess.run([KUBECTL, '--request-timeout=10s'] + list(args), input=stdin, env=env,
-                           capture_output=True, text=True, timeout=60)
-        if check and p.returncode != 0:
-            raise AssertionError('kubectl %s failed (%d): %s %s' % (' '.join(args), p.returncode,
-                                                                   p.stdout, p.stderr))
-        return p
-    return run
 
 
 def test_kubectl_workflow(kubectl, tls_double, tmp_path):
