@@ -1089,6 +1089,44 @@ publish_pod(HapgPodInfo *pod)
 	kube_response_free(&r);
 }
 
+/*
+ * A Pod still labelled primary after its member lost the Lease (killed, or
+ * cut off before it could say so) keeps a Service routing clients to it:
+ * the leader takes the label off.  Only ever a write when one is stale.
+ */
+static void
+clear_stale_primary_labels(void)
+{
+	int			i;
+
+	if (current_role != HAPG_ROLE_LEADER || local.in_recovery || promoting || !pods.valid)
+		return;
+	for (i = 0; i < pods.n; i++)
+	{
+		HapgPodInfo *p = &pods.pods[i];
+		char	   *patch;
+		KubeResponse r;
+
+		if (strcmp(p->name, cfg.member) == 0 || strcmp(p->role_label, "primary") != 0)
+			continue;
+		patch = hapg_build_pod_patch(cfg.role_label, NULL, NULL);
+		if (patch == NULL)
+			return;
+		if (kube_request("PATCH", psprintf("/api/v1/namespaces/%s/pods/%s", cfg.namespace, p->name),
+						 "application/merge-patch+json", patch, &r) && r.status == 200)
+		{
+			ereport(LOG, (errmsg("hapg: removed the stale %s=primary label from Pod \"%s\"",
+								 cfg.role_label, p->name)));
+			p->role_label[0] = '\0';
+		}
+		else
+			api_error("could not remove the stale %s=primary label from Pod \"%s\": %s",
+					  cfg.role_label, p->name, r.error);
+		kube_response_free(&r);
+		free(patch);
+	}
+}
+
 /* Copy the view of the cluster into shared memory for hapg_members. */
 static void
 publish_shared(void)
@@ -1677,6 +1715,7 @@ run_cycle(void)
 	/* a server still starting up has nothing stable to publish yet */
 	if (me != NULL && !local.starting)
 		publish_pod(me);
+	clear_stale_primary_labels();
 	ensure_watches(hapg_mono_ms());
 	api_cycle_done();
 	publish_shared();
