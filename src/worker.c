@@ -522,6 +522,15 @@ on_pod_event(void *arg pg_attribute_unused(), const char *type, json_object *obj
 	/* another member spoke in the election we take part in */
 	if (candidacy_term[0] && p.has_candidacy && strcmp(p.cand_term, candidacy_term) == 0)
 		wake_cycle = true;
+	/* the leader's address appeared or moved: a standby follows it now */
+	if (lease.info.view.exists && strcmp(p.name, lease.info.view.holder) == 0 &&
+		strcmp(p.name, cfg.member) != 0)
+	{
+		HapgPodInfo *known = find_pod(p.name);
+
+		if (known == NULL || strcmp(known->connect_address, p.connect_address) != 0)
+			wake_cycle = true;
+	}
 	cache_pod(&p, strcmp(type, "DELETED") == 0);
 }
 
