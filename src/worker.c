@@ -1224,9 +1224,8 @@ publish_shared(void)
 					m->last_seen = i_lead ? now : lease.observed_at;
 					break;
 				}
-			/* a replica the leader does not see: its Pod status is old news */
-			if (j == npos && (i_lead || li->has_leader_lsn) && p->has_status &&
-				strcmp(p->role, "replica") == 0)
+			/* a member the leader does not see: its Pod status is old news */
+			if (j == npos && (i_lead || li->has_leader_lsn) && p->has_status)
 				strlcpy(m->state, "disconnected", sizeof(m->state));
 		}
 	}
