@@ -95,7 +95,6 @@ class LeaderWriter:
         self.ports = dict(ports)
         self.last = first
         self.seq = seq0
-        self.seq0 = seq0
         self.deadline = time.monotonic() + max_seconds
         self.acks = []
         self.errors = []            # (time, member, first line of the error), the first 500
@@ -219,7 +218,9 @@ def caught_up(ports, leader):
     for m in others:
         r = fo._pg(ports[m], 'SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn() >= %s::pg_lsn',
                    (pos,))[0]
-        if not (r[0] and r[1]):
+        if not r[0]:
+            return False
+        if not r[1]:
             harness.wait_for(lambda m=m: fo._pg(ports[m], 'SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn',
                                                 (pos,))[0][0], 5, '%s to replay %s' % (m, pos), 0.05)
     return True
@@ -628,30 +629,31 @@ def tables(results, profiles, scenarios, notes):
                'leader and have replayed its current position; for hapg also every member names the '
                'leader and shows both replicas streaming in hapg_members (a replica learns that from the '
                'leader\'s renewals, every loop_wait), which a switchover request is judged on.'
-               % (WRITE_INTERVAL * 1000, med(usual)))
+               % (WRITE_INTERVAL * 1000, '%.0f ms' % (1000 * statistics.median(usual)) if usual else 'n/a'))
     out += notes
     return '\n'.join(out)
 
 
+def run_row(key, r):
+    """The cells of one run's line."""
+    head = list(key) + [str(r['run'])]
+    if 'error' in r:
+        return head + [''] * 7 + ['failed: ' + r['error'][:300]]
+    notes = r['problems'] or (['rejoin: ' + ', '.join(r['rejoin_problems'])] if r['rejoin_problems'] else [])
+    return head + ['%s → %s' % (r['old_leader'], r['new_leader']),
+                   '%s / %s' % (r['candidate'] or 'NULL', r['via'] or '-'),
+                   '%s (%s .. %s)' % (fmt_s(r['gap']), fmt_s(r['gap_from']), fmt_s(r['gap_to'])),
+                   fmt_s(r['first_new']), fmt_s(r.get('call', r.get('agent_exit'))),
+                   '%d / %d' % (r['acked'], r['missing']), fmt_s(r.get('rejoined')), '; '.join(notes)[:400]]
+
+
 def per_run_lines(results):
-    out = ['', '### Runs', '',
-           '| profile | system | scenario | run | old → new | candidate / via | longest gap (from .. to) '
-           '| first write on new | call / agent exit | rows / missing | rejoined | problems |',
-           '|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|']
-    for (p, sysn, sc), rs in results.items():
-        for r in rs:
-            if 'error' in r:
-                out.append('| %s | %s | %s | %d | | | | | | | | failed: %s |' % (
-                    p, sysn, sc, r['run'], r['error'][:300].replace('|', '/')))
-                continue
-            out.append('| %s | %s | %s | %d | %s → %s | %s / %s | %s (%s .. %s) | %s | %s | %d / %d | %s | %s |' % (
-                p, sysn, sc, r['run'], r['old_leader'], r['new_leader'], r['candidate'] or 'NULL',
-                r['via'] or '-', fmt_s(r['gap']), fmt_s(r['gap_from']), fmt_s(r['gap_to']),
-                fmt_s(r['first_new']), fmt_s(r.get('call', r.get('agent_exit'))), r['acked'], r['missing'],
-                fmt_s(r.get('rejoined')),
-                '; '.join(r['problems'] + ['rejoin: ' + ', '.join(r['rejoin_problems'])] * bool(
-                    r['rejoin_problems'] and not r['problems'])).replace('|', '/')[:400]))
-    return '\n'.join(out)
+    lines = ['| profile | system | scenario | run | old → new | candidate / via | longest gap (from .. to) '
+             '| first write on new | call / agent exit | rows / missing | healthy again | problems |',
+             '|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---|']
+    lines += ['| %s |' % ' | '.join(c.replace('|', '/') for c in run_row(key, r))
+              for key, rs in results.items() for r in rs]
+    return '\n### Runs\n\n' + '\n'.join(lines)
 
 
 def output(results, args, notes):
@@ -714,6 +716,9 @@ def main():
                 got = run_cell(sys_cls, PROFILES[p], args.scenarios, args.runs or DEFAULT_RUNS[p], p)
                 results.update({(p, sys_cls.name, sc): rs for sc, rs in got.items()})
     notes.append('Total benchmark time %.0f s.' % (time.monotonic() - t_all))
+    if build_note() != notes[-2]:
+        notes.append('The installed hapg build changed during the run (members started later load the new '
+                     'one): now ' + build_note())
     output(results, args, notes)
     failed = sum(1 for rs in results.values() for r in rs if 'error' in r or r['problems'])
     log('done: %d runs, %d failed' % (sum(len(rs) for rs in results.values()), failed))

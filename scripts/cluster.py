@@ -59,7 +59,7 @@ def cmd_start(a):
     os.makedirs(d)
     profile = PROFILES[a.profile]
     c = harness.Cluster(n=a.members, name=a.cluster, profile=profile, base_dir=d,
-                        tls=not a.no_tls, detach=True, keep=True)
+                        tls=not a.no_tls, detach=True, keep=True, launcher=True)
     print('starting the Kubernetes API double and %d members in %s (profile %s: ttl=%d loop_wait=%d retry_timeout=%d)'
           % (a.members, d, a.profile, profile['ttl'], profile['loop_wait'], profile['retry_timeout']))
     c.start()

@@ -131,7 +131,8 @@ hapg_fence(const char *reason, const char *source, bool immediate)
 		hapg_write_rejoin(source, reason);
 	}
 	ereport(WARNING,
-			(errmsg("hapg: fencing: stopping this primary (%s)", reason),
+			(errmsg("hapg: %s (%s)", RecoveryInProgress() ? "stopping this standby to rejoin" :
+					"fencing: stopping this primary", reason),
 			 errdetail("It will not accept writes any more; %s",
 					   immediate ? "immediate shutdown." :
 					   "it will come back as a standby when started again.")));

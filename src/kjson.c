@@ -753,7 +753,7 @@ hapg_build_status_json(const char *role, const char *state, int timeline,
 	return out;
 }
 
-/* A merge patch of the role label (NULL removes it) and the status. */
+/* A merge patch of the role label (NULL removes it) and the status (if any). */
 char *
 hapg_build_pod_patch(const char *role_label_key, const char *label_value,
 					 const char *status_json)
@@ -761,12 +761,12 @@ hapg_build_pod_patch(const char *role_label_key, const char *label_value,
 	json_object *obj = json_object_new_object();
 	json_object *meta = ensure_obj(obj, "metadata");
 	json_object *labels = ensure_obj(meta, "labels");
-	json_object *ann = ensure_obj(meta, "annotations");
 	char	   *out;
 
 	json_object_object_add(labels, role_label_key,
 						   label_value ? json_object_new_string(label_value) : NULL);
-	set_str(ann, HAPG_STATUS_ANNOTATION, status_json);
+	if (status_json)
+		set_str(ensure_obj(meta, "annotations"), HAPG_STATUS_ANNOTATION, status_json);
 	out = dump(obj);
 	json_object_put(obj);
 	return out;

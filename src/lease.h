@@ -13,7 +13,7 @@
 #define HAPG_NAME_LEN 64		/* DNS-1123 label: 63 + NUL */
 #define HAPG_RV_LEN 64
 #define HAPG_ADDR_LEN 256
-#define HAPG_MSG_LEN 256
+#define HAPG_MSG_LEN 512
 #define HAPG_MAX_MEMBERS 32
 #define HAPG_WORD_LEN 24
 

@@ -522,6 +522,15 @@ on_pod_event(void *arg pg_attribute_unused(), const char *type, json_object *obj
 	/* another member spoke in the election we take part in */
 	if (candidacy_term[0] && p.has_candidacy && strcmp(p.cand_term, candidacy_term) == 0)
 		wake_cycle = true;
+	/* the leader's address appeared or moved: a standby follows it now */
+	if (lease.info.view.exists && strcmp(p.name, lease.info.view.holder) == 0 &&
+		strcmp(p.name, cfg.member) != 0)
+	{
+		HapgPodInfo *known = find_pod(p.name);
+
+		if (known == NULL || strcmp(known->connect_address, p.connect_address) != 0)
+			wake_cycle = true;
+	}
 	cache_pod(&p, strcmp(type, "DELETED") == 0);
 }
 
@@ -1089,6 +1098,44 @@ publish_pod(HapgPodInfo *pod)
 	kube_response_free(&r);
 }
 
+/*
+ * A Pod still labelled primary after its member lost the Lease (killed, or
+ * cut off before it could say so) keeps a Service routing clients to it:
+ * the leader takes the label off.  Only ever a write when one is stale.
+ */
+static void
+clear_stale_primary_labels(void)
+{
+	int			i;
+
+	if (current_role != HAPG_ROLE_LEADER || local.in_recovery || promoting || !pods.valid)
+		return;
+	for (i = 0; i < pods.n; i++)
+	{
+		HapgPodInfo *p = &pods.pods[i];
+		char	   *patch;
+		KubeResponse r;
+
+		if (strcmp(p->name, cfg.member) == 0 || strcmp(p->role_label, "primary") != 0)
+			continue;
+		patch = hapg_build_pod_patch(cfg.role_label, NULL, NULL);
+		if (patch == NULL)
+			return;
+		if (kube_request("PATCH", psprintf("/api/v1/namespaces/%s/pods/%s", cfg.namespace, p->name),
+						 "application/merge-patch+json", patch, &r) && r.status == 200)
+		{
+			ereport(LOG, (errmsg("hapg: removed the stale %s=primary label from Pod \"%s\"",
+								 cfg.role_label, p->name)));
+			p->role_label[0] = '\0';
+		}
+		else
+			api_error("could not remove the stale %s=primary label from Pod \"%s\": %s",
+					  cfg.role_label, p->name, r.error);
+		kube_response_free(&r);
+		free(patch);
+	}
+}
+
 /* Copy the view of the cluster into shared memory for hapg_members. */
 static void
 publish_shared(void)
@@ -1177,9 +1224,8 @@ publish_shared(void)
 					m->last_seen = i_lead ? now : lease.observed_at;
 					break;
 				}
-			/* a replica the leader does not see: its Pod status is old news */
-			if (j == npos && (i_lead || li->has_leader_lsn) && p->has_status &&
-				strcmp(p->role, "replica") == 0)
+			/* a member the leader does not see: its Pod status is old news */
+			if (j == npos && (i_lead || li->has_leader_lsn) && p->has_status)
 				strlcpy(m->state, "disconnected", sizeof(m->state));
 		}
 	}
@@ -1677,6 +1723,7 @@ run_cycle(void)
 	/* a server still starting up has nothing stable to publish yet */
 	if (me != NULL && !local.starting)
 		publish_pod(me);
+	clear_stale_primary_labels();
 	ensure_watches(hapg_mono_ms());
 	api_cycle_done();
 	publish_shared();

@@ -270,6 +270,34 @@ def descendants_of(pid):
     return out
 
 
+class DetachedProcess:
+    """Enough of subprocess.Popen for a launcher started by another process
+    (a detached demo cluster re-attached from its state file)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, 0)
+                with open('/proc/%d/stat' % self.pid) as f:
+                    if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                        self.returncode = 0
+            except (OSError, IndexError):
+                self.returncode = 0
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired('launcher %d' % self.pid, timeout)
+            time.sleep(0.1)
+        return self.returncode
+
+
 def children_of(pid):
     out = []
     for d in os.listdir('/proc'):
@@ -1448,9 +1476,12 @@ class Cluster:
             'double': {'pid': self.double.pid, 'api_port': self.double.api_port,
                        'admin_port': self.double.admin_port, 'ca_file': self.double.ca_file,
                        'log': self.double.log_path, 'base_dir': self.double.base_dir},
+            'launcher': self.launcher,
             'members': [{'name': m.name, 'port': m.port, 'datadir': m.datadir,
                          'logfile': m.logfile, 'token': m.token, 'token_file': m.token_file,
-                         'dir': m.dir, 'api_port': m.api_port} for m in self.members.values()],
+                         'dir': m.dir, 'api_port': m.api_port,
+                         'launcher_pid': m.launcher.pid if m.launcher_alive() else None}
+                        for m in self.members.values()],
         }
 
     def save_state(self, path):
@@ -1464,7 +1495,8 @@ class Cluster:
             st = json.load(f)
         c = cls(names=[x['name'] for x in st['members']], name=st['name'],
                 profile=st['profile'], base_dir=st['base_dir'], tls=st['tls'],
-                namespace=st['namespace'], detach=True, keep=True)
+                namespace=st['namespace'], detach=True, keep=True,
+                launcher=st.get('launcher', False))
         c._own_dir = False
         d = Double(st['double']['base_dir'], tls=st['tls'], detach=True)
         d.pid, d.api_port, d.admin_port = (st['double']['pid'], st['double']['api_port'],
@@ -1478,6 +1510,8 @@ class Cluster:
             m.port, m.datadir, m.logfile = x['port'], x['datadir'], x['logfile']
             m.token, m.token_file, m.dir = x['token'], x['token_file'], x['dir']
             m.api_port = x.get('api_port')
+            if x.get('launcher_pid'):
+                m.launcher = DetachedProcess(x['launcher_pid'])
         c.started = True
         return c
 

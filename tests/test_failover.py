@@ -266,6 +266,11 @@ def test_node_loss_replica_takes_over_and_old_leader_rejoins(cl, healthy_start):
         assert took <= ttl(c) + 1, '%s became writable %.2fs after the kill, more than ttl + 1 s' % (new, took)
         assert c.holder() == new, 'the Lease is held by %r, not by the new primary %s' % (c.holder(), new)
         assert c.primaries() == [new]
+        # the dead leader cannot update its own Pod: the new one takes the
+        # label off, so no Service keeps routing to it
+        wait_for(lambda: c.role_label(old) != 'primary', 10,
+                 'the stale role=primary label of %s to be removed' % old)
+        assert c.role_label(new) == 'primary'
         other = [m for m in replicas_of(old) if m != new][0]
         wait_following(c, new, other, timeout=30)
         assert c.in_recovery(other)
