@@ -197,9 +197,15 @@ def set_and_wait(c, member, settings):
 
 # ------------------------------------------------------------------ fixtures
 
+# The members run with exactly the privileges kubernetes/rbac.yaml grants
+# (the double enforces its Role on their tokens; it names the cluster "pg").
+RBAC_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         'kubernetes', 'rbac.yaml')
+
+
 @pytest.fixture(scope='module')
 def cl(make_cluster):
-    c = make_cluster(n=3, launcher=True, member_ports=True)
+    c = make_cluster(n=3, name='pg', launcher=True, member_ports=True, rbac=RBAC_YAML)
     c.wait_leader('pg-0')
     ensure_table(c, 'pg-0')
     return c
@@ -586,3 +592,12 @@ def test_data_directory_removed_under_the_leader(cl, healthy_start):
     c.reclone(old, new)
     rejoin(c, old, new)
     assert healthy(c, timeout=30) == new
+
+
+# ------------------------------------------------------------------ privileges
+
+def test_every_scenario_ran_within_the_manifests_privileges(cl):
+    """Everything above ran with the members' tokens bound to the Role of
+    kubernetes/rbac.yaml, enforced by the double: no request was refused."""
+    assert cl.rbac_identity == 'system:serviceaccount:default:hapg'
+    assert not cl.double.forbidden(), cl.double.forbidden()

@@ -249,11 +249,11 @@ def test_pause_blocks_failover_and_manual_failover_works(cl, healthy_start):
     ensure_extension(c, old)
     cand, other = replicas_of(old)
     msg, _ = call(c, other, 'SELECT hapg_pause()')
-    assert msg == 'cluster "c1" paused'
+    assert msg == 'cluster "pg" paused'
     for m in MEMBERS:
         wait_for(lambda m=m: c.status(m)['paused'] is True, 5, '%s to show paused' % m)
         assert all(r['paused'] for r in c.sql(m, 'SELECT paused FROM hapg_members'))
-    assert call(c, other, 'SELECT hapg_pause()')[0] == 'cluster "c1" was already paused'
+    assert call(c, other, 'SELECT hapg_pause()')[0] == 'cluster "pg" was already paused'
     c.kill9_tree(old)
     t_kill = time.monotonic()
     time.sleep(ttl(c) + 3)
@@ -271,7 +271,7 @@ def test_pause_blocks_failover_and_manual_failover_works(cl, healthy_start):
     wait_for(lambda: [r for r in c.sql(cand, 'SELECT * FROM hapg_history')
                       if r['leader'] == cand and 'manual failover' in r['reason']], 10,
              'hapg_history to show the manual failover to %s' % cand)
-    assert call(c, cand, 'SELECT hapg_resume()')[0] == 'cluster "c1" resumed'
+    assert call(c, cand, 'SELECT hapg_resume()')[0] == 'cluster "pg" resumed'
     for m in (cand, other):
         wait_for(lambda m=m: c.status(m)['paused'] is False, 5, '%s to show resumed' % m)
     c.start_member(old)
@@ -451,6 +451,8 @@ def test_every_refusal_has_its_error_text(cl, healthy_start):
             c.start_member(m)
     healthy(c, timeout=90)
 
+    # no request was refused by RBAC along the way
+    assert not c.double.forbidden(), c.double.forbidden()
     got = '\n'.join(out)
     with open(os.path.join(c.base_dir, 'refusals.out'), 'w') as f:
         f.write(got)
