@@ -7,17 +7,19 @@
 #   4. the API double       pytest tests/double
 #   5. the launcher         pytest tests/launcher
 #   6. multi-node tests     pytest tests/test_*.py
+#   7. pod simulation       pytest tests/sim (network namespaces, the real
+#                           entrypoint, kubectl apply -k, RBAC)
 # Prints each part's result and a last line "N passed, N failed" summing all
 # parts; exits non-zero if anything failed.
 #
-# Environment: HAPG_TEST_ONLY="unit regress double launcher cluster" (subset of parts),
+# Environment: HAPG_TEST_ONLY="unit regress double launcher cluster sim" (subset of parts),
 # PYTEST_ARGS (extra pytest arguments, e.g. "-k outage"), HAPG_KEEP=1 (keep
 # cluster files even on success).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/scripts/deps.sh"
 export PYTHONDONTWRITEBYTECODE=1
-ONLY="${HAPG_TEST_ONLY:-unit regress double launcher cluster}"
+ONLY="${HAPG_TEST_ONLY:-unit regress double launcher cluster sim}"
 OUT="$(mktemp -d /tmp/hapg-test-XXXXXX)"
 chmod 755 "$OUT"
 TOTAL_P=0
@@ -168,6 +170,16 @@ if want cluster; then
         run_pytest cluster "$OUT/cluster.xml" 1800 "$ROOT"/tests/test_*.py
     else
         record cluster 0 1 "not run: the build failed"
+    fi
+fi
+
+# ------------------------------------------------------------------ pod simulation
+if want sim; then
+    echo "== sim: pytest tests/sim (three pods in network namespaces, real entrypoint)"
+    if [ "$BUILD_OK" = 1 ]; then
+        run_pytest sim "$OUT/sim.xml" 900 "$ROOT/tests/sim"
+    else
+        record sim 0 1 "not run: the build failed"
     fi
 fi
 

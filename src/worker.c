@@ -1043,8 +1043,9 @@ publish_pod(HapgPodInfo *pod)
 
 	if (current_role == HAPG_ROLE_LEADER && !local.in_recovery)
 		label = "primary";
-	else if (local.in_recovery && local.streaming)
-		label = "replica";
+	else if (local.in_recovery && local.streaming &&
+			 (lease.info.leader_timeline <= 0 || (int) local.timeline >= lease.info.leader_timeline))
+		label = "replica";		/* not a standby that forked off the leader's history */
 	role = current_role == HAPG_ROLE_LEADER ? "leader" :
 		local.in_recovery ? "replica" : hapg_role_name(current_role);
 
