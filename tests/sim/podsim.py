@@ -18,7 +18,7 @@ What stands for what
 --------------------
 * Node network: netsim.SimNet, a bridge and one netns per pod on a free
   RFC 5737 documentation /24 (see netsim); the API double listens on the
-  bridge address, port 6443, TLS with a CA made by tests/sim/mkcerts.sh for
+  bridge address, port 6443, TLS with a CA made by apidouble/mkcerts.sh for
   that address; KUBERNETES_SERVICE_HOST/PORT point at it.  The test itself
   talks to the double on 127.0.0.1 (same TLS server, admin token), so a cut
   pod never cuts off the test.
@@ -103,7 +103,7 @@ K8S_DIR = os.path.join(REPO, 'kubernetes')
 ENTRYPOINT = os.path.join(K8S_DIR, 'entrypoint.py')
 PROBE = os.path.join(K8S_DIR, 'hapg-probe')
 LAUNCHER = os.path.join(REPO, 'bin', 'hapg-launcher')
-MKCERTS = os.path.join(HERE, 'mkcerts.sh')
+MKCERTS = os.path.join(os.path.dirname(os.path.dirname(HERE)), 'apidouble', 'mkcerts.sh')
 API_PORT = 6443
 PG_PORT = 5432
 ADMIN_TOKEN = 'hapg-sim-admin-' + os.urandom(6).hex()
