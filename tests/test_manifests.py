@@ -414,6 +414,9 @@ HAPG_API_CALLS = [
     ('src/worker.c', r'kube_watch_start\(pod_watch', 1, 'watch', '', 'pods', None),
     ('src/worker.c', r'kube_request\("PATCH", psprintf\("/api/v1/namespaces/%s/pods/%s", cfg\.namespace, cfg\.member\)',
      2, 'patch', '', 'pods', '{member}'),
+    # the leader takes a stale role=primary label off a lost leader's Pod
+    ('src/worker.c', r'kube_request\("PATCH", psprintf\("/api/v1/namespaces/%s/pods/%s", cfg\.namespace, p->name\)',
+     1, 'patch', '', 'pods', '*'),
     ('src/guard.c', r'kube_request\("GET", psprintf\("/apis/coordination\.k8s\.io/v1/namespaces/%s/leases/%s"',
      1, 'get', COORD, 'leases', '{cluster}'),
     ('src/guard.c', r'kube_request\("GET", psprintf\("/api/v1/namespaces/%s/pods/%s"', 1, 'get', '', 'pods', '*'),
