@@ -55,7 +55,8 @@ What stands for what
     BASE/<pod>/secrets/<key>                 HAPG_SECRETS_DIR (the Secret, from the API)
     BASE/<pod>/volume/                       the PersistentVolume (PGDATA inside)
     BASE/<pod>/pod.log                       the container's stdout + stderr
-  HAPG_LAUNCHER is the repository's bin/hapg-launcher.  BASE is
+  HAPG_LAUNCHER is a copy of bin/hapg-launcher (BASE/image/bin, as in the
+  image; the pods see a /tmp of their own).  BASE is
   /var/tmp/hapg-sim-XXXX (not under /tmp, which each pod has privately).
   Deleting a pod = SIGTERM to its PID 1 (the child of runuser: the
   entrypoint, which exec'd the launcher), wait up to the grace period
@@ -574,6 +575,23 @@ class Sim:
         self.t0 = time.monotonic()
         self.events = []
 
+    def install_image(self):
+        """The files kubernetes/Containerfile copies into /usr/local/bin,
+        copied out of the repository for the pods: a pod sees its own /tmp,
+        so it must not depend on where the repository happens to be."""
+        self.image_bin = os.path.join(self.base_dir, 'image', 'bin')
+        os.makedirs(self.image_bin, exist_ok=True)
+        for src, name in ((ENTRYPOINT, 'hapg-entrypoint'), (PROBE, 'hapg-probe'),
+                          (LAUNCHER, 'hapg-launcher')):
+            dst = os.path.join(self.image_bin, name)
+            shutil.copyfile(src, dst)
+            os.chmod(dst, 0o755)
+        for d in (os.path.dirname(self.image_bin), self.image_bin):
+            os.chmod(d, 0o755)
+
+    def image_file(self, name):
+        return os.path.join(self.image_bin, name)
+
     def event(self, what):
         t = time.monotonic() - self.t0
         self.events.append((t, what))
@@ -591,6 +609,7 @@ class Sim:
         os.makedirs(self.base_dir, exist_ok=True)
         os.chmod(self.base_dir, 0o755)
         self.state.add_dir(self.base_dir)
+        self.install_image()
         self.read_manifests()
         run_id = os.urandom(2).hex()
         self.net = netsim.SimNet(run_id, self.pod_names)
@@ -891,7 +910,7 @@ class Sim:
         env['HAPG_SA_DIR'] = p.sa_dir
         env['HAPG_CONFIG_DIR'] = p.config_dir
         env['HAPG_SECRETS_DIR'] = p.secrets_dir
-        env['HAPG_LAUNCHER'] = LAUNCHER
+        env['HAPG_LAUNCHER'] = self.image_file('hapg-launcher')
         if not os.path.isdir(env.get('PGBIN', '')):
             env['PGBIN'] = PGBIN
         if 'PGDATA' not in env:
@@ -903,7 +922,7 @@ class Sim:
         return env
 
     def container_command(self, p):
-        return [PYTHON, ENTRYPOINT]
+        return [PYTHON, self.image_file('hapg-entrypoint')]
 
     def pod_argv(self, p):
         env = self.pod_env(p)
@@ -975,7 +994,7 @@ class Sim:
         """The kubelet's exec probe (kubernetes/hapg-probe ready|live) inside
         the pod: (exit status, what it printed)."""
         try:
-            r = subprocess.run(self._exec_argv(name, [PYTHON, PROBE, kind]), timeout=timeout,
+            r = subprocess.run(self._exec_argv(name, [PYTHON, self.image_file('hapg-probe'), kind]), timeout=timeout,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         except subprocess.TimeoutExpired:
             return None, 'timed out after %ss' % timeout
