@@ -510,15 +510,15 @@ class SimPod:
         if left:
             killed = killed or bool(left)
             netsim.kill_netns_processes(self.net.netns)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        self._reap()
         return time.monotonic() - t0, killed
 
     def kill(self):
         netsim.kill_netns_processes(self.net.netns)
+        self._reap()
+
+    def _reap(self):
+        """Collect the pod's runuser process (bounded)."""
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=10)
