@@ -516,25 +516,23 @@ def system_identifier(s, datadir):
     """The data directory's system identifier (pg_controldata), None if unreadable."""
     if not os.path.exists(os.path.join(datadir, "global", "pg_control")):
         return None
-    try:
-        out = subprocess.run([s.bin("pg_controldata"), datadir], capture_output=True, text=True,
-                             timeout=60, env=dict(os.environ, LC_ALL="C"),
-                             stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = re.search(r"^Database system identifier:\s*(\d+)", out.stdout, re.M)
+    m = re.search(r"^Database system identifier:\s*(\d+)", controldata(s, datadir), re.M)
     return m.group(1) if m else None
 
 
 def data_checksums(s, datadir):
-    try:
-        out = subprocess.run([s.bin("pg_controldata"), datadir], capture_output=True, text=True,
-                             timeout=60, env=dict(os.environ, LC_ALL="C"),
-                             stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    m = re.search(r"^Data page checksum version:\s*(\d+)", out.stdout, re.M)
+    m = re.search(r"^Data page checksum version:\s*(\d+)", controldata(s, datadir), re.M)
     return bool(m and int(m.group(1)))
+
+
+def controldata(s, datadir):
+    """pg_controldata's output for datadir ("" if it cannot run)."""
+    try:
+        return subprocess.run([s.bin("pg_controldata"), datadir], capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ, LC_ALL="C"),
+                              stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 # An unusable PGDATA (no PG_VERSION, not empty) is moved aside, never deleted.

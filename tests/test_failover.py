@@ -126,6 +126,15 @@ def candidacy(c, member):
     return json.loads(raw) if raw else None
 
 
+def assert_ineligible(c, member, lease_at_kill):
+    """member published an ineligible candidacy for the election that
+    followed the Lease version seen at the kill."""
+    term = lease_at_kill['metadata']['resourceVersion']
+    cand = wait_for(lambda: (lambda d: d if d and d.get('term') == term else None)(candidacy(c, member)),
+                    10, 'the candidacy of %s for term %s' % (member, term))
+    assert cand['eligible'] is False, cand
+
+
 def wait_new_leader(c, old, timeout):
     """The first holder of the Lease other than `old`, once it is writable."""
     new = wait_for(lambda: (lambda h: h if h and h != old else None)(c.holder()), timeout,
@@ -489,10 +498,7 @@ def test_lagging_replica_is_not_promoted(cl, healthy_start):
         lease_at_kill, new = _kill_and_elect(c, old)
         note('lagging replica: %s was %.1f MB behind; %s won' % (lag, behind / MB, new))
         assert new == fresh, 'the lagging replica %s was promoted' % new
-        term = lease_at_kill['metadata']['resourceVersion']
-        cand = wait_for(lambda: (lambda d: d if d and d.get('term') == term else None)(candidacy(c, lag)),
-                        10, 'the candidacy of %s for term %s' % (lag, term))
-        assert cand['eligible'] is False, cand
+        assert_ineligible(c, lag, lease_at_kill)
         c.wait_log(lag, r'expired; ineligible candidate .*lagging', 5, since=mark)
         assert c.in_recovery(lag)
     finally:
@@ -512,10 +518,7 @@ def test_nofailover_replica_is_not_promoted(cl, healthy_start):
         lease_at_kill, new = _kill_and_elect(c, old)
         note('nofailover on %s: %s won' % (lo, new))
         assert new == hi, '%s (hapg.nofailover = on) was promoted' % new
-        term = lease_at_kill['metadata']['resourceVersion']
-        cand = wait_for(lambda: (lambda d: d if d and d.get('term') == term else None)(candidacy(c, lo)),
-                        10, 'the candidacy of %s for term %s' % (lo, term))
-        assert cand['eligible'] is False, cand
+        assert_ineligible(c, lo, lease_at_kill)
         c.wait_log(lo, r'ineligible candidate .*hapg\.nofailover is on', 5, since=mark)
         assert c.in_recovery(lo)
         wait_following(c, new, lo, timeout=30)
