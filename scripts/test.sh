@@ -13,6 +13,9 @@
 # parts; exits non-zero if anything failed.
 #
 # Environment: HAPG_TEST_ONLY="unit regress double launcher cluster sim" (subset of parts),
+# HAPG_PGROOT=/some/dir (install hapg into a private, relocated copy of
+# PostgreSQL there instead of the system's, so that several checkouts can be
+# tested at once on one machine; HAPG_PGBIN points the tests at it),
 # PYTEST_ARGS (extra pytest arguments, e.g. "-k outage"), HAPG_KEEP=1 (keep
 # cluster files even on success).
 set -uo pipefail
@@ -80,8 +83,26 @@ fi
 
 # ------------------------------------------------------------------ build
 BUILD_OK=1
+INSTALL_ARGS=()
+REGRESS_ARGS=()
+if [ -n "${HAPG_PGROOT:-}" ]; then
+    # PostgreSQL finds its lib and share directories relative to its own
+    # binary, so a copy of the installation is a private PostgreSQL.
+    PGSYS_BIN="$(pg_config --bindir)"
+    PGSYS_SHARE="$(pg_config --sharedir)"
+    if [ ! -x "$HAPG_PGROOT$PGSYS_BIN/postgres" ]; then
+        mkdir -p "$HAPG_PGROOT$(dirname "$(dirname "$PGSYS_BIN")")" "$HAPG_PGROOT$(dirname "$PGSYS_SHARE")"
+        cp -a "$(dirname "$PGSYS_BIN")" "$HAPG_PGROOT$(dirname "$(dirname "$PGSYS_BIN")")/"
+        cp -a "$PGSYS_SHARE" "$HAPG_PGROOT$(dirname "$PGSYS_SHARE")/"
+    fi
+    chmod 755 "$HAPG_PGROOT"
+    export HAPG_PGBIN="$HAPG_PGROOT$PGSYS_BIN" PG_BINDIR="$HAPG_PGROOT$PGSYS_BIN"
+    INSTALL_ARGS=(DESTDIR="$HAPG_PGROOT")
+    REGRESS_ARGS=(bindir="$HAPG_PGBIN")
+    echo "== private PostgreSQL in $HAPG_PGROOT (HAPG_PGBIN=$HAPG_PGBIN)"
+fi
 echo "== build: make && make install"
-if make -C "$ROOT" >"$OUT/build.log" 2>&1 && make -C "$ROOT" install >>"$OUT/build.log" 2>&1; then
+if make -C "$ROOT" >"$OUT/build.log" 2>&1 && make -C "$ROOT" install "${INSTALL_ARGS[@]}" >>"$OUT/build.log" 2>&1; then
     record build 0 0 "ok"
 else
     BUILD_OK=0
@@ -117,7 +138,7 @@ if want regress; then
     chown -R postgres:postgres "$RT"
     rc=0
     if grep -qE '^regress-temp:' "$ROOT/Makefile" 2>/dev/null; then
-        timeout -k 10 900 runuser -u postgres -- make -C "$RT" regress-temp >"$OUT/regress.log" 2>&1 || rc=$?
+        timeout -k 10 900 runuser -u postgres -- make -C "$RT" regress-temp "${REGRESS_ARGS[@]}" >"$OUT/regress.log" 2>&1 || rc=$?
     elif [ -f "$ROOT/Makefile" ]; then
         # fallback: installcheck against a temporary instance
         timeout -k 10 900 runuser -u postgres -- make -C "$RT" installcheck \
@@ -177,7 +198,11 @@ fi
 if want sim; then
     echo "== sim: pytest tests/sim (three pods in network namespaces, real entrypoint)"
     if [ "$BUILD_OK" = 1 ]; then
+        # one pod simulation per machine at a time (it owns the bridge hapgsim0)
+        exec 9>/tmp/hapg-sim.lock
+        flock -w 1800 9 || echo "== sim: waited 1800 s for another checkout's simulation"
         run_pytest sim "$OUT/sim.xml" 900 "$ROOT/tests/sim"
+        exec 9>&-
     else
         record sim 0 1 "not run: the build failed"
     fi
