@@ -17,7 +17,10 @@ a real partition); healing is `... up`.
 
 Everything created is named with a fixed prefix (bridge `hapgsim0`, host
 veths `hsv*`, namespaces `hapgsim-*`), so leftovers of a crashed run can be
-found and removed by name (`cleanup_leftovers`).  Only one simulation runs at
+found and removed by name (`cleanup_leftovers`).  Where Docker runs, bridged
+traffic goes through iptables' FORWARD chain (br_netfilter) whose policy
+Docker sets to DROP: the run adds one ACCEPT rule for traffic within
+`hapgsim0` (`allow_bridge_forwarding`) and removes it with the bridge.  Only one simulation runs at
 a time on a machine: `RunLock` (flock on /run/lock/hapg-sim.lock) serialises
 runs, and leftovers are only cleaned while holding it.
 """
@@ -215,6 +218,7 @@ def cleanup_leftovers(log=print):
         if link.startswith(VETH_PREFIX) or link == BRIDGE:
             ip('link', 'del', link, check=False)
             removed.append('link ' + link)
+    remove_bridge_forwarding()
     for d in state.get('dirs', []):
         if os.path.basename(d).startswith('hapg-sim-') and os.path.isdir(d) and \
                 not state.get('keep'):
@@ -284,6 +288,34 @@ class PodNet:
         return '<PodNet %s %s %s>' % (self.name, self.ip, self.netns)
 
 
+FORWARD_RULE = ('FORWARD', '-i', BRIDGE, '-o', BRIDGE, '-j', 'ACCEPT')
+
+
+def _iptables_tools():
+    """The iptables front ends present (nft-based and legacy tables can both
+    hold a FORWARD chain that bridged packets traverse)."""
+    return [t for t in ('iptables', 'iptables-legacy') if shutil.which(t)]
+
+
+def allow_bridge_forwarding():
+    """Let pods talk to each other through the bridge when br_netfilter sends
+    bridged packets through a FORWARD chain with a DROP policy (Docker)."""
+    for tool in _iptables_tools():
+        if subprocess.run([tool, '-C'] + list(FORWARD_RULE), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=20).returncode != 0:
+            subprocess.run([tool, '-I', FORWARD_RULE[0], '1'] + list(FORWARD_RULE[1:]),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20)
+
+
+def remove_bridge_forwarding():
+    """Remove every copy of the rule allow_bridge_forwarding added (bounded)."""
+    for tool in _iptables_tools():
+        for _ in range(10):
+            if subprocess.run([tool, '-D'] + list(FORWARD_RULE), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=20).returncode != 0:
+                break
+
+
 class SimNet:
     def __init__(self, run, names, subnet=None):
         assert len(run) <= 6, run
@@ -298,6 +330,7 @@ class SimNet:
         ip('link', 'add', BRIDGE, 'type', 'bridge')
         ip('addr', 'add', self.gateway + '/24', 'dev', BRIDGE)
         ip('link', 'set', BRIDGE, 'up')
+        allow_bridge_forwarding()
         for p in self.pods.values():
             ip('netns', 'add', p.netns)
             ip('link', 'set', 'lo', 'up', ns=p.netns)
@@ -338,6 +371,7 @@ class SimNet:
                 ip('link', 'del', BRIDGE)
             except Exception as e:  # noqa: BLE001
                 errors.append(str(e))
+        remove_bridge_forwarding()
         self.created = False
         if errors:
             raise NetError('; '.join(errors))
