@@ -2,18 +2,11 @@
 the rendered manifests (fixture objs), the table of hapg's Kubernetes API
 call sites and the Role that must grant them."""
 
-import datetime
 import importlib.util
-import json
 import os
-import pwd
-import re
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 import yaml
@@ -22,8 +15,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 K8S = os.path.join(REPO, 'kubernetes')
 sys.path.insert(0, HERE)
-
-import harness  # noqa: E402
 
 PGBIN = os.environ.get('HAPG_PGBIN', '/usr/lib/postgresql/15/bin')
 PYTHON = os.environ.get('HAPG_PYTHON', '/usr/bin/python3')

@@ -12,29 +12,17 @@ What is checked
   Secrets, no wildcard; it is bound to the StatefulSet's service account.
 """
 
-import datetime
-import json
 import os
-import pwd
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
-import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import harness  # noqa: E402,F401
-from k8s_common import (  # noqa: E402,F401
-    CONTAINERFILE, COORD, ENTRYPOINT, HAPG_API_CALLS, HERE, K8S,
-    PGBIN, PROBE, PYTHON, REPO, cluster_name, configmap_conf,
-    container, ep, needed_calls, objs, one, role_rules,
-    sts, subset, template_labels)
+from k8s_common import (  # noqa: E402
+    HAPG_API_CALLS, REPO, cluster_name, ep, needed_calls, objs,
+    role_rules, sts)
 
 
 def test_api_call_table_matches_the_sources():

@@ -38,12 +38,10 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import harness  # noqa: E402,F401
-from k8s_common import (  # noqa: E402,F401
-    CONTAINERFILE, COORD, ENTRYPOINT, HAPG_API_CALLS, HERE, K8S,
-    PGBIN, PROBE, PYTHON, REPO, cluster_name, configmap_conf,
-    container, ep, needed_calls, objs, one, role_rules,
-    sts, subset, template_labels)
+import harness  # noqa: E402
+from k8s_common import (  # noqa: E402
+    COORD, ENTRYPOINT, K8S, PGBIN, PROBE, PYTHON,
+    ep, objs, one, role_rules)
 
 
 # --------------------------------------------------------------------------

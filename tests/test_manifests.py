@@ -19,28 +19,20 @@ The Role and the API call sites: tests/test_api_calls.py; the entrypoint:
 tests/test_entrypoint.py.
 """
 
-import datetime
 import json
 import os
-import pwd
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import harness  # noqa: E402,F401
-from k8s_common import (  # noqa: E402,F401
-    CONTAINERFILE, COORD, ENTRYPOINT, HAPG_API_CALLS, HERE, K8S,
-    PGBIN, PROBE, PYTHON, REPO, cluster_name, configmap_conf,
-    container, ep, needed_calls, objs, one, role_rules,
+from k8s_common import (  # noqa: E402
+    CONTAINERFILE, K8S, PGBIN, PROBE, PYTHON, REPO,
+    cluster_name, configmap_conf, container, ep, objs, one,
     sts, subset, template_labels)
 
 
