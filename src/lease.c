@@ -430,6 +430,7 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 	decide_election(in, out);
 }
 
+/* The role's name in hapg_status() and logs. */
 const char *
 hapg_role_name(HapgRole role)
 {
