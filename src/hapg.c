@@ -139,14 +139,15 @@ bad:
 	return false;
 }
 
-/* Seconds since an arbitrary point that never jumps with the wall clock. */
+/*
+ * Milliseconds on hapg's one clock (hapg_clock_us, CLOCK_BOOTTIME): never
+ * jumps with the wall clock and keeps counting while this process or the
+ * machine is stopped, so the fence and the commit guard use the same time.
+ */
 int64
 hapg_mono_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64) (hapg_clock_us() / 1000);
 }
 
 /* Member name: setting, else the Pod name Kubernetes gives us, else host name. */
@@ -372,6 +373,7 @@ _PG_init(void)
 				 errmsg("hapg must be loaded via shared_preload_libraries"),
 				 errhint("Add 'hapg' to shared_preload_libraries in postgresql.conf, set hapg.cluster_name, and restart the server.")));
 	define_settings();
+	hapg_commitguard_init();
 	hapg_startup_guard();
 	hapg_shmem_request();
 	hapg_register_worker();

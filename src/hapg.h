@@ -9,8 +9,10 @@
 
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 
+#include "commitrule.h"
 #include "lease.h"
 #include "steer.h"
 
@@ -83,6 +85,14 @@ typedef struct HapgShared
 {
 	LWLock		lock;
 	int			tranche_id;
+
+	/*
+	 * Commits are accepted while hapg_clock_us() <= writable_until (see
+	 * commitrule.h for its special values).  The worker writes it with a
+	 * full memory barrier (commitguard.c); every backend reads it at commit
+	 * without taking the lock.
+	 */
+	pg_atomic_uint64 writable_until;
 	pid_t		worker_pid;
 	int			worker_procno;	/* to set the worker's latch; -1 if none */
 	bool		configured;
@@ -130,6 +140,14 @@ extern HapgShared *hapg_shared;
 extern void hapg_shmem_request(void);
 extern void hapg_shmem_startup(void);
 extern void hapg_shmem_attach(void);
+
+/* Lease-bounded commits (commitguard.c). */
+extern bool hapg_lease_bounded_commits;
+extern bool hapg_lease_bounded_reads;
+extern void hapg_commitguard_init(void);
+extern void hapg_publish_writable_until(uint64 writable_until);
+extern uint64 hapg_read_writable_until(void);
+extern uint64 hapg_initial_writable_until(void);
 
 /* Local server actions (follow.c). */
 extern bool hapg_datadir_ok(void);

@@ -63,6 +63,19 @@ hapg_fence_margin_ms(int ttl_s)
 }
 
 /*
+ * The instant a leader must stop taking writes: its last successful Lease
+ * write was sent at last_renew_sent_ms, so no other member can see that
+ * Lease expire before last_renew_sent_ms + ttl; the margin keeps the old
+ * leader's end ahead of any new leader's start.  The fence and the commit
+ * guard (commitrule.c) both use it.
+ */
+int64_t
+hapg_fence_deadline_ms(int64_t last_renew_sent_ms, int ttl_s, int64_t margin_ms)
+{
+	return last_renew_sent_ms + (int64_t) ttl_s * 1000 - margin_ms;
+}
+
+/*
  * Where a WAL record of len bytes starting at start ends, counting the page
  * headers it crosses (long at a segment start, short otherwise): a hand-over
  * target must have received the old leader's shutdown checkpoint whole.
@@ -219,7 +232,8 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 	bool		expired;
 	bool		handing_over;
 	int64_t		ttl_ms = (int64_t) in->ttl_s * 1000;
-	int64_t		fence_at = in->last_renew_sent_ms + ttl_ms - in->fence_margin_ms;
+	int64_t		fence_at = hapg_fence_deadline_ms(in->last_renew_sent_ms, in->ttl_s,
+												 in->fence_margin_ms);
 
 	memset(out, 0, sizeof(*out));
 	out->action = HAPG_ACT_NONE;

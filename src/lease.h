@@ -149,6 +149,8 @@ extern void hapg_format_lsn(uint64_t lsn, char *buf, int buflen);
 extern const char *hapg_role_name(HapgRole role);
 extern const char *hapg_action_name(HapgAction action);
 extern int64_t hapg_fence_margin_ms(int ttl_s);
+extern int64_t hapg_fence_deadline_ms(int64_t last_renew_sent_ms, int ttl_s,
+									  int64_t margin_ms);
 extern uint64_t hapg_wal_record_end(uint64_t start, uint32_t len,
 									uint32_t page_size, uint32_t seg_size,
 									uint32_t short_header, uint32_t long_header);

@@ -41,6 +41,7 @@ shmem_startup(void)
 		hapg_shared->tranche_id = LWLockNewTrancheId();
 		LWLockInitialize(&hapg_shared->lock, hapg_shared->tranche_id);
 		hapg_shared->worker_procno = -1;
+		pg_atomic_init_u64(&hapg_shared->writable_until, hapg_initial_writable_until());
 		strlcpy(hapg_shared->last_error, "worker not started yet",
 				sizeof(hapg_shared->last_error));
 	}
