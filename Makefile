@@ -9,7 +9,7 @@ PGFILEDESC = "hapg - high availability for PostgreSQL on Kubernetes"
 
 # pg_regress tests: they need shared_preload_libraries, so they run on a
 # temporary instance configured by test/regress.conf (see "make regress-temp").
-REGRESS = install settings views no_api steer
+REGRESS = install settings views no_api steer commitguard
 REGRESS_OPTS = --temp-config=$(srcdir)/tests/regress.conf
 
 PG_CONFIG ?= pg_config

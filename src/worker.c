@@ -808,14 +808,38 @@ fence_reason(const HapgDecision *d)
 	return d->reason;
 }
 
+/*
+ * Tell every backend until when it may commit (commitrule.c): the fence
+ * deadline of my last successful Lease write while I lead, never once I do
+ * not, and "unguarded" where hapg is not in charge.
+ */
+static void
+publish_writable_until(bool leader)
+{
+	HapgWritableInput in;
+	struct stat st;
+
+	memset(&in, 0, sizeof(in));
+	in.configured = cfg.ready;
+	in.in_cluster = stat(HAPG_JOINED_FILE, &st) == 0;
+	in.leader = leader;
+	in.fenced = fenced;
+	in.last_renew_sent_ms = last_renew_sent_ms;
+	in.ttl_s = cfg.ttl;
+	in.fence_margin_ms = hapg_fence_margin_ms(cfg.ttl);
+	hapg_publish_writable_until(hapg_writable_until(&in));
+}
+
 /* Stop this server, leaving it set up to return as a standby. */
 static void
 fence(const char *reason, bool immediate)
 {
 	char	   *source = leader_conninfo();
 
-	hapg_fence(reason, source, immediate);
+	/* commits stop before the shutdown reaches a single backend */
 	fenced = true;
+	publish_writable_until(false);
+	hapg_fence(reason, source, immediate);
 	current_role = HAPG_ROLE_UNLEASED_PRIMARY;
 }
 
@@ -877,6 +901,7 @@ run_lease_protocol(bool pod_exists)
 				return;
 			}
 			last_renew_sent_ms = sent_ms;
+			publish_writable_until(true);
 			if (d.action == HAPG_ACT_RENEW && have_pending_history &&
 				pending_history.new_timeline > 0)
 				have_pending_history = false;	/* it is in the Lease now */
@@ -934,6 +959,7 @@ run_lease_protocol(bool pod_exists)
 	was_leader = (d.role == HAPG_ROLE_LEADER);
 	current_role = d.role;
 	expires_in_ms = d.expires_in_ms;
+	publish_writable_until(was_leader);
 }
 
 /*
@@ -983,8 +1009,9 @@ follow_leader(void)
 								   (long long) ((now - not_streaming_since_ms) / 1000), local.timeline);
 
 		ereport(WARNING, (errmsg("hapg: %s; stopping to rejoin through pg_rewind", why)));
-		hapg_fence(why, conninfo, false);
 		fenced = true;
+		publish_writable_until(false);
+		hapg_fence(why, conninfo, false);
 	}
 }
 
@@ -1527,6 +1554,7 @@ hand_over(const char *target, const char *reason)
 	(void) hapg_start_handover(target, reason, HANDOVER_WAIT_MS);
 	handing_over = true;
 	fenced = true;
+	publish_writable_until(false);
 	if (kill(PostmasterPid, SIGINT) != 0)
 		ereport(LOG, (errmsg("hapg: could not signal the postmaster: %m")));
 }
@@ -1603,6 +1631,9 @@ on_shutdown_request(void)
 	uint64		leader_lsn;
 	int			n;
 
+	/* the server is stopping: no commit may be confirmed from now on */
+	if (cfg.ready && was_leader)
+		hapg_publish_writable_until(HAPG_WRITABLE_NEVER);
 	if (!cfg.ready || fenced || !was_leader || current_role != HAPG_ROLE_LEADER ||
 		local.in_recovery || lease.info.paused || !hapg_datadir_ok())
 		return;
@@ -1620,6 +1651,33 @@ on_shutdown_request(void)
 						 best->name)));
 	come_back_as_standby_of(best->name);
 	(void) hapg_start_handover(best->name, "the leader was shut down", HANDOVER_WAIT_MS);
+}
+
+/*
+ * First thing on every wake-up, even the first after this process was
+ * stopped: a leader past its fence deadline fences now, on what it already
+ * knows, before it reads buffered watch events, answers requests or asks
+ * the API anything.  (Its backends stopped committing at that deadline
+ * already: writable_until.)
+ */
+static bool
+fence_if_overdue(void)
+{
+	HapgDecisionInput in;
+	HapgDecision d;
+
+	if (!cfg.ready || fenced || !was_leader || last_renew_sent_ms <= 0 ||
+		hapg_mono_ms() < hapg_fence_deadline_ms(last_renew_sent_ms, cfg.ttl,
+												hapg_fence_margin_ms(cfg.ttl)))
+		return false;
+	hapg_read_local_state(&local);
+	fill_input(&in, lease.valid, !pod_missing_logged);
+	hapg_lease_decide(&in, &d);
+	if (d.action != HAPG_ACT_FENCE)
+		return false;			/* paused, or no longer a primary */
+	fence(fence_reason(&d), !in.datadir_ok);
+	publish_shared();
+	return true;
 }
 
 /* One pass of observe, decide, act, publish. */
@@ -1807,6 +1865,7 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(loop_cxt);
+		(void) fence_if_overdue();
 		if (ShutdownRequestPending)
 		{
 			on_shutdown_request();
@@ -1828,6 +1887,7 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 			current_role = HAPG_ROLE_UNKNOWN;
 			api_ok = false;
 			strlcpy(last_error, cfg.config_error, sizeof(last_error));
+			publish_writable_until(false);
 			publish_shared();
 			wait_for_work(cfg.timing_valid ? cfg.loop_wait * 1000L : 10000L);
 			MemoryContextSwitchTo(old);
