@@ -82,9 +82,13 @@ known_leader(char *buf, int len)
 		buf[0] = '\0';
 }
 
+#define HINT_ROLLED_BACK "The transaction was rolled back; run it again on the leader."
+#define HINT_PREPARED "The prepared transaction is left as it was; commit it on the leader."
+#define HINT_READ "hapg.lease_bounded_reads is on: read on the leader, or turn it off for this session."
+
 /* Refuse what the caller was about to do: the transaction aborts. */
 static void
-refuse(const char *what, bool read)
+refuse(const char *what, const char *hint)
 {
 	char		leader[HAPG_NAME_LEN];
 	bool		never = hapg_read_writable_until() == HAPG_WRITABLE_NEVER;
@@ -102,9 +106,7 @@ refuse(const char *what, bool read)
 			 errdetail("%s No other leader is known yet.",
 					   never ? "This member is not the leader." :
 					   "Its last Lease renewal is too old: another member may lead now."),
-			 read ?
-			 errhint("hapg.lease_bounded_reads is on: read on the leader, or turn it off for this session.") :
-			 errhint("The transaction was rolled back; run it again on the leader.")));
+			 errhint("%s", hint)));
 }
 
 /*
@@ -143,7 +145,7 @@ guard_xact(XactEvent event, void *arg)
 			{
 				g->writes = false;
 				refuse(event == XACT_EVENT_PRE_COMMIT ? "commit" : "prepare transaction",
-					   false);
+					   HINT_ROLLED_BACK);
 			}
 			break;
 		case XACT_EVENT_COMMIT:
@@ -175,7 +177,7 @@ guard_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 		((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
 	{
 		if (!allowed_now(true, false))
-			refuse("commit prepared transaction", false);
+			refuse("commit prepared transaction", HINT_PREPARED);
 		guard.commit_prepared = true;
 	}
 	if (guard.prev_utility)
@@ -192,7 +194,7 @@ guard_executor_start(QueryDesc *queryDesc, int eflags)
 {
 	if (hapg_lease_bounded_reads && !(eflags & EXEC_FLAG_EXPLAIN_ONLY) &&
 		!allowed_now(false, true))
-		refuse("read", true);
+		refuse("read", HINT_READ);
 	if (guard.prev_executor_start)
 		guard.prev_executor_start(queryDesc, eflags);
 	else

@@ -24,7 +24,7 @@
 typedef struct HapgWritableInput
 {
 	bool		configured;		/* the settings are complete: the worker is in charge */
-	bool		in_cluster;		/* the data directory joined a cluster (hapg.joined) */
+	bool		in_cluster;		/* the cluster's Lease exists (unread: hapg.joined) */
 	bool		leader;			/* the decision says this member holds the Lease */
 	bool		fenced;			/* the postmaster was told to stop */
 	int64_t		last_renew_sent_ms; /* when the last successful Lease write was sent; 0 = none */

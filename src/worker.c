@@ -821,7 +821,8 @@ publish_writable_until(bool leader)
 
 	memset(&in, 0, sizeof(in));
 	in.configured = cfg.ready;
-	in.in_cluster = stat(HAPG_JOINED_FILE, &st) == 0;
+	/* a cluster exists once its Lease does; without a read, trust the note */
+	in.in_cluster = lease.valid ? lease.info.view.exists : stat(HAPG_JOINED_FILE, &st) == 0;
 	in.leader = leader;
 	in.fenced = fenced;
 	in.last_renew_sent_ms = last_renew_sent_ms;
