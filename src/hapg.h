@@ -157,6 +157,7 @@ extern void hapg_write_rejoin(const char *source, const char *reason);
 extern void hapg_mark_joined(const char *cluster);
 extern void hapg_slot_name(const char *member, char *buf, int buflen);
 extern bool hapg_follow(const char *conninfo, const char *slot);
+extern void hapg_retry_streaming(void);
 extern void hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n,
 							const char *me, bool leader, int64 gone_ms);
 extern char *hapg_leader_conninfo(const char *connect_address);

@@ -33,6 +33,7 @@
 
 #define WATCH_TIMEOUT_S 240
 #define ERROR_LOG_INTERVAL_MS (60 * 1000)
+#define RECOVERY_POKE_MS 250	/* wake a retrying startup process at most this often */
 #define MAX_CAS_ATTEMPTS 3
 #define STREAM_LOSS_GRACE_MS 2000	/* a WAL receiver restart is not news */
 #define LOCAL_ANSWER_GRACE_MS 300	/* a switchover asked on the leader */
@@ -106,6 +107,7 @@ static int64 handover_not_before_ms;	/* let a local caller get its answer first 
 static char switchover_wait_why[HAPG_MSG_LEN];	/* last logged reason to wait */
 static int64 decision_wake_ms;	/* the decision asked to run again at */
 static int64 not_streaming_since_ms;
+static int64 recovery_poked_ms;	/* last time the startup process was woken */
 
 static bool api_ok;
 static char last_error[HAPG_MSG_LEN];
@@ -1002,6 +1004,20 @@ follow_leader(void)
 	}
 	if (not_streaming_since_ms == 0)
 		not_streaming_since_ms = now;
+
+	/*
+	 * Pointed at the leader and not streaming: a WAL receiver that failed
+	 * (the leader was not up yet, its slot did not exist yet) makes the
+	 * startup process sleep wal_retrieve_retry_interval before it tries
+	 * again.  Wake it so it tries now, and look again within a second.
+	 */
+	if (now - recovery_poked_ms >= RECOVERY_POKE_MS)
+	{
+		hapg_retry_streaming();
+		recovery_poked_ms = now;
+	}
+	if (decision_wake_ms == 0 || decision_wake_ms > now + 1000)
+		decision_wake_ms = now + 1000;
 	if (lease.info.leader_timeline > (int) local.timeline &&
 		now - not_streaming_since_ms >= patience)
 	{
@@ -1677,6 +1693,25 @@ fence_if_overdue(void)
 	if (d.action != HAPG_ACT_FENCE)
 		return false;			/* paused, or no longer a primary */
 	fence(fence_reason(&d), !in.datadir_ok);
+
+	/*
+	 * Fenced on what was known; now learn who leads, so the launcher can
+	 * rewind from it at once (the postmaster waits for this process).
+	 */
+	if (in.datadir_ok)
+	{
+		char	   *source;
+
+		kube_watch_pump();
+		if (leader_conninfo() == NULL)
+		{
+			kube_set_deadline(0);
+			(void) read_lease();
+		}
+		source = leader_conninfo();
+		if (source != NULL)
+			hapg_write_rejoin(source, fence_reason(&d));
+	}
 	publish_shared();
 	return true;
 }
