@@ -1648,9 +1648,6 @@ on_shutdown_request(void)
 	uint64		leader_lsn;
 	int			n;
 
-	/* the server is stopping: no commit may be confirmed from now on */
-	if (cfg.ready && was_leader)
-		hapg_publish_writable_until(HAPG_WRITABLE_NEVER);
 	if (!cfg.ready || fenced || !was_leader || current_role != HAPG_ROLE_LEADER ||
 		local.in_recovery || lease.info.paused || !hapg_datadir_ok())
 		return;
