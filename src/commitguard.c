@@ -37,10 +37,6 @@
 #include "nodes/parsenodes.h"
 #include "tcop/dest.h"
 #include "tcop/utility.h"
-#include "utils/guc.h"
-
-bool		hapg_lease_bounded_commits = true;
-bool		hapg_lease_bounded_reads = false;
 
 typedef struct CommitGuard
 {
@@ -203,7 +199,7 @@ guard_executor_start(QueryDesc *queryDesc, int eflags)
 
 /* The worker publishes; a full barrier orders it with what it does next. */
 void
-hapg_publish_writable_until(uint64 writable_until)
+hapg_set_writable_until(uint64 writable_until)
 {
 	(void) pg_atomic_exchange_u64(&hapg_shared->writable_until, writable_until);
 }
@@ -231,19 +227,10 @@ hapg_initial_writable_until(void)
 	return stat(HAPG_JOINED_FILE, &st) == 0 ? HAPG_WRITABLE_NEVER : HAPG_WRITABLE_UNGUARDED;
 }
 
-/* Settings and hooks, from _PG_init. */
+/* The hooks, from _PG_init (the settings are in settings.c). */
 void
 hapg_commitguard_init(void)
 {
-	DefineCustomBoolVariable("hapg.lease_bounded_commits",
-							 "Refuse commits once this member's leader Lease could have expired.",
-							 "Off gives stock PostgreSQL's commit behaviour (for measuring the check's cost).",
-							 &hapg_lease_bounded_commits, true, PGC_SIGHUP, 0,
-							 NULL, NULL, NULL);
-	DefineCustomBoolVariable("hapg.lease_bounded_reads",
-							 "Refuse reads on a primary whose leader Lease could have expired (linearizable reads).",
-							 NULL, &hapg_lease_bounded_reads, false, PGC_USERSET, 0,
-							 NULL, NULL, NULL);
 	RegisterXactCallback(guard_xact, &guard);
 	guard.prev_utility = ProcessUtility_hook;
 	ProcessUtility_hook = guard_utility;

@@ -10,12 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define HAPG_NAME_LEN 64		/* DNS-1123 label: 63 + NUL */
-#define HAPG_RV_LEN 64
-#define HAPG_ADDR_LEN 256
-#define HAPG_MSG_LEN 512
-#define HAPG_MAX_MEMBERS 32
-#define HAPG_WORD_LEN 24
+#include "common.h"
 
 /* A member's position as the leader saw it from its walsender. */
 typedef struct HapgMemberPos
@@ -58,6 +53,8 @@ typedef enum HapgAction
 	HAPG_ACT_RELEASE,			/* give the Lease up at once (data dir lost) */
 	HAPG_ACT_FENCE				/* stop this primary: it must not take writes */
 } HapgAction;
+
+#define HAPG_NUM_ACTIONS (HAPG_ACT_FENCE + 1)
 
 /* The Lease as this member last read it, plus when it saw it change. */
 typedef struct HapgLeaseView
@@ -141,18 +138,47 @@ extern bool hapg_candidate_better(const HapgCandidate *a, const HapgCandidate *b
 extern bool hapg_lease_expired(const HapgLeaseView *lease, int64_t now_ms,
 							   int64_t *expires_in_ms);
 extern void hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out);
-extern bool hapg_timing_valid(int ttl_s, int loop_wait_s, int retry_timeout_s,
-							  char *msg, int msglen);
-extern bool hapg_valid_member_name(const char *name);
-extern bool hapg_parse_lsn(const char *s, uint64_t *lsn);
-extern void hapg_format_lsn(uint64_t lsn, char *buf, int buflen);
 extern const char *hapg_role_name(HapgRole role);
 extern const char *hapg_action_name(HapgAction action);
+extern const char *hapg_action_does(HapgAction action);
 extern int64_t hapg_fence_margin_ms(int ttl_s);
 extern int64_t hapg_fence_deadline_ms(int64_t last_renew_sent_ms, int ttl_s,
-									  int64_t margin_ms);
-extern uint64_t hapg_wal_record_end(uint64_t start, uint32_t len,
-									uint32_t page_size, uint32_t seg_size,
-									uint32_t short_header, uint32_t long_header);
+									  int64_t fence_margin_ms);
+extern bool hapg_lease_clock_restarts(const HapgLeaseView *seen,
+									  const HapgLeaseView *next);
+extern int64_t hapg_rewind_patience_ms(int ttl_s);
+extern bool hapg_rewind_due(int64_t not_streaming_since_ms, int64_t now_ms,
+							int ttl_s, int leader_timeline,
+							uint32_t my_timeline);
+
+/*
+ * What the worker's loop does after every wait, in this order
+ * (hapg_wake_plan): the order is a rule like any other, so it is data.
+ */
+typedef enum HapgStep
+{
+	HAPG_STEP_FENCE,			/* past the fence deadline: fence on what is known */
+	HAPG_STEP_SIGNALS,			/* SIGTERM (hand over, exit), SIGHUP (reload) */
+	HAPG_STEP_IDLE,				/* no usable settings: requests, then wait */
+	HAPG_STEP_EVENTS,			/* buffered watch events */
+	HAPG_STEP_REQUESTS,			/* SQL requests */
+	HAPG_STEP_CYCLE,			/* observe, decide, act, publish, when due */
+	HAPG_STEP_WAIT				/* sleep until the next cycle, a latch or an event */
+} HapgStep;
+
+#define HAPG_MAX_STEPS 8
+
+typedef struct HapgWakeInput
+{
+	bool		ready;			/* the settings are usable */
+	bool		fenced;			/* the postmaster was told to stop */
+	int64_t		fence_deadline_ms;	/* hapg_fence_deadline_ms, 0: no Lease held */
+	int64_t		now_ms;
+	bool		paused;			/* nobody fences for want of a renewal */
+} HapgWakeInput;
+
+extern bool hapg_fence_due(int64_t fence_deadline_ms, int64_t now_ms, bool paused);
+extern int	hapg_wake_plan(const HapgWakeInput *in, HapgStep *steps);
+extern const char *hapg_step_name(HapgStep step);
 
 #endif							/* HAPG_LEASE_H */

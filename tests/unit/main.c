@@ -12,6 +12,8 @@ main(void)
 	run_kjson_tests();
 	run_steer_tests();
 	run_commitrule_tests();
+	run_members_tests();
+	run_common_tests();
 	printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -1,4 +1,7 @@
-/* Unit tests of lease-bounded commits (src/commitrule.c). */
+/*
+ * Unit tests of lease-bounded commits (src/commitrule.c) and of the worker's
+ * wake-up order (hapg_wake_plan, src/lease.c).
+ */
 #include "unit.h"
 #include "commitrule.h"
 #include "lease.h"
@@ -145,6 +148,77 @@ TEST(the_clock_moves_forward)
 	CHECK(b >= a);
 }
 
+/* The plan as a string: "fence,signals,events,...". */
+static const char *
+plan_of(const HapgWakeInput *in)
+{
+	static char buf[256];
+	HapgStep	steps[HAPG_MAX_STEPS];
+	int			n = hapg_wake_plan(in, steps);
+	int			i;
+
+	buf[0] = '\0';
+	for (i = 0; i < n; i++)
+	{
+		if (i > 0)
+			strcat(buf, ",");
+		strcat(buf, hapg_step_name(steps[i]));
+	}
+	return buf;
+}
+
+static HapgWakeInput
+wake_input(int64_t deadline, int64_t now)
+{
+	HapgWakeInput in;
+
+	memset(&in, 0, sizeof(in));
+	in.ready = true;
+	in.fence_deadline_ms = deadline;
+	in.now_ms = now;
+	return in;
+}
+
+TEST(an_overdue_leader_fences_before_anything_else)
+{
+	HapgWakeInput in = wake_input(104500, 104500);
+
+	CHECK_STR(plan_of(&in), "fence,signals,events,requests,cycle,wait");
+	in.now_ms = 200000;			/* the first wake-up after a long stop */
+	CHECK_STR(plan_of(&in), "fence,signals,events,requests,cycle,wait");
+}
+
+TEST(a_leader_within_its_lease_does_not_fence)
+{
+	HapgWakeInput in = wake_input(104500, 104499);
+
+	CHECK_STR(plan_of(&in), "signals,events,requests,cycle,wait");
+	in = wake_input(0, 104500);	/* holds no Lease */
+	CHECK_STR(plan_of(&in), "signals,events,requests,cycle,wait");
+}
+
+TEST(paused_fenced_or_unconfigured_never_fence_on_wake_up)
+{
+	HapgWakeInput in = wake_input(104500, 200000);
+
+	in.paused = true;
+	CHECK_STR(plan_of(&in), "signals,events,requests,cycle,wait");
+	in.paused = false;
+	in.fenced = true;			/* once is enough */
+	CHECK_STR(plan_of(&in), "signals,events,requests,cycle,wait");
+	in.fenced = false;
+	in.ready = false;
+	CHECK_STR(plan_of(&in), "signals,idle");
+}
+
+TEST(the_fence_rule_is_the_decisions_too)
+{
+	CHECK(hapg_fence_due(104500, 104500, false));
+	CHECK(!hapg_fence_due(104500, 104499, false));
+	CHECK(!hapg_fence_due(104500, 200000, true));
+	CHECK(!hapg_fence_due(0, 200000, false));
+}
+
 void
 run_commitrule_tests(void)
 {
@@ -156,4 +230,8 @@ run_commitrule_tests(void)
 	RUN(switched_off_is_stock_postgresql);
 	RUN(reads_are_bounded_only_when_asked_and_on_a_primary);
 	RUN(the_clock_moves_forward);
+	RUN(an_overdue_leader_fences_before_anything_else);
+	RUN(a_leader_within_its_lease_does_not_fence);
+	RUN(paused_fenced_or_unconfigured_never_fence_on_wake_up);
+	RUN(the_fence_rule_is_the_decisions_too);
 }

@@ -32,5 +32,7 @@ extern void run_lease_tests(void);
 extern void run_kjson_tests(void);
 extern void run_steer_tests(void);
 extern void run_commitrule_tests(void);
+extern void run_members_tests(void);
+extern void run_common_tests(void);
 
 #endif
