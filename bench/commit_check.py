@@ -11,7 +11,8 @@ by side, both see the same load from everything else on the machine, so the
 ratio of their TPS in a round measures the check, not the machine's noise;
 swapping cancels any difference between A and B.  It prints every round,
 the median TPS of each side, and the median of the per-round ratios (the
-figure to read).  The harness runs PostgreSQL with fsync off, so commits are
+figure to read), and what one check costs on its own (bench/check_cost.c,
+timed over 10 million checks) beside the median transaction's time.  The harness runs PostgreSQL with fsync off, so commits are
 cheap and the check's share of each one as large as it gets.
 
 CLI: /usr/bin/python3 bench/commit_check.py [--rounds 8] [--seconds 10]
@@ -38,10 +39,10 @@ def log(msg):
     print('bench/commit_check: %s' % msg, file=sys.stderr, flush=True)
 
 
-def pgbench_argv(m, args):
+def pgbench_argv(m, args, as_pg=True):
     argv = [os.path.join(PGBIN, 'pgbench'), '-h', '127.0.0.1', '-p', str(m.port),
             '-U', 'postgres'] + args + ['postgres']
-    return (['runuser', '-u', 'postgres', '--'] + argv) if os.geteuid() == 0 else argv
+    return (['runuser', '-u', 'postgres', '--'] + argv) if as_pg and os.geteuid() == 0 else argv
 
 
 def tps(text):
@@ -72,7 +73,7 @@ def main():
             c.start()
             c.wait_leader('pg-0')
             wait_for(lambda c=c: c.status('pg-0')['role'] == 'leader', 30, 'pg-0 to lead')
-            run_as_pg(pgbench_argv(c.m('pg-0'), ['-i', '-q', '-s', str(a.scale)]), timeout=600)
+            run_as_pg(pgbench_argv(c.m('pg-0'), ['-i', '-q', '-s', str(a.scale)], as_pg=False), timeout=600)
         for i in range(a.rounds):
             checked = clusters[i % 2]
             modes = {id(checked): 'on'}
@@ -101,6 +102,24 @@ def main():
           % (a.rounds, statistics.median(on), statistics.median(off), (statistics.median(ratios) - 1) * 100))
     print('| per-round ratios, min–max | | | %+.2f %% – %+.2f %% |'
           % ((min(ratios) - 1) * 100, (max(ratios) - 1) * 100))
+    ns = check_cost()
+    txn_us = a.clients * 1e6 / statistics.median(off)
+    print('| one check (bench/check_cost.c: writable_until, the clock, the rule) | %.0f ns | | '
+          '2 per commit = %.3f %% of a %.0f µs transaction |' % (ns, 2 * ns / 1000 / txn_us * 100, txn_us))
+
+
+def check_cost():
+    """Build and run bench/check_cost.c: nanoseconds per check."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exe = os.path.join(os.environ.get('TMPDIR', '/tmp'), 'hapg-check-cost-%d' % os.getpid())
+    subprocess.run(['gcc', '-O2', '-I', os.path.join(root, 'src'), '-o', exe,
+                    os.path.join(root, 'bench', 'check_cost.c'), os.path.join(root, 'src', 'commitrule.c'),
+                    os.path.join(root, 'src', 'lease.c'), os.path.join(root, 'src', 'common.c')], check=True)
+    try:
+        out = subprocess.run([exe], stdout=subprocess.PIPE, text=True, check=True).stdout
+    finally:
+        os.unlink(exe)
+    return float(out.split()[0])
 
 
 if __name__ == '__main__':
