@@ -3,9 +3,10 @@
 # Sourced by scripts/demo.sh and scripts/test.sh; runs apt-get only when a
 # package is missing.  kubectl is not in Debian 12: it is optional (checked,
 # never installed).
+# libkrb5-dev: PostgreSQL's libpq/libpq-be.h (the client connection, src/commitguard.c) includes gssapi.h
 HAPG_DEBS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
            pkg-config make gcc python3 python3-psycopg2 python3-pytest patroni openssl
-           procps python3-yaml iproute2)
+           procps python3-yaml iproute2 libkrb5-dev)
 
 hapg_install_deps() {
     if [ "$(id -u)" != 0 ]; then

@@ -21,6 +21,8 @@
 
 #define HANDOVER_WAIT_MS (120 * 1000)	/* for the server to stop */
 #define PROMOTION_SLOW_MS 30000
+#define RECOVERY_POKE_MS 250	/* wake a retrying startup process at most this often */
+#define RECOVERY_LOOK_AGAIN_MS 1000 /* while not streaming from a known leader */
 
 typedef HapgActOutcome (*HapgExecutor) (HapgWorker *w, const HapgDecisionInput *in,
 										const HapgDecision *d);
@@ -89,12 +91,16 @@ fence_reason(HapgWorker *w, const HapgDecision *d)
 	return d->reason;
 }
 
-/* Stop this server, leaving it set up to return as a standby. */
+/*
+ * Stop this server, leaving it set up to return as a standby.  Commits stop
+ * first (writable_until), before the shutdown reaches any backend.
+ */
 static void
 fence(HapgWorker *w, const char *reason, bool immediate)
 {
-	hapg_fence(reason, hapg_holder_conninfo(w), immediate);
 	w->fenced = true;
+	hapg_publish_writable(w, false);
+	hapg_fence(reason, hapg_holder_conninfo(w), immediate);
 	w->role = HAPG_ROLE_UNLEASED_PRIMARY;
 }
 
@@ -108,6 +114,42 @@ hapg_act_fence(HapgWorker *w, const HapgDecisionInput *in, const HapgDecision *d
 						w->cfg.member, w->cfg.cluster, w->lease.info.view.holder)));
 	fence(w, fence_reason(w, d), !in->datadir_ok);
 	return HAPG_STOPPED;
+}
+
+/*
+ * The wake-up plan's first step for a leader past its fence deadline: fence
+ * on what is already known, before buffered watch events, requests or any
+ * API call (its backends stopped committing at that deadline already).
+ * Then learn who leads now, from buffered events or one read, so that the
+ * launcher's rejoin note names the leader to rewind from (the postmaster
+ * waits for this process before it exits).
+ */
+void
+hapg_fence_overdue(HapgWorker *w)
+{
+	HapgDecisionInput in;
+	HapgDecision d;
+	const char *reason;
+	char	   *source;
+
+	hapg_decide_now(w, &in, &d);
+	if (d.action != HAPG_ACT_FENCE)
+		return;					/* no longer a primary; the cycle decides */
+	reason = fence_reason(w, &d);
+	(void) hapg_act_fence(w, &in, &d);
+	if (in.datadir_ok)
+	{
+		kube_watch_pump();
+		if (hapg_holder_conninfo(w) == NULL)
+		{
+			kube_set_deadline(0);
+			(void) hapg_read_lease(w);
+		}
+		source = hapg_holder_conninfo(w);
+		if (source != NULL)
+			hapg_write_rejoin(source, reason);
+	}
+	hapg_publish_shared(w);
 }
 
 /* Ask the server to promote, and remember what to write into the history. */
@@ -170,6 +212,7 @@ act_write_lease(HapgWorker *w, const HapgDecisionInput *in pg_attribute_unused()
 			return HAPG_STOPPED;
 		}
 		w->last_renew_sent_ms = sent_ms;
+		hapg_publish_writable(w, true);
 		if (d->action == HAPG_ACT_RENEW && w->have_pending_history &&
 			w->pending_history.new_timeline > 0)
 			w->have_pending_history = false;	/* it is in the Lease now */
@@ -278,9 +321,24 @@ hapg_follow_leader(HapgWorker *w)
 								   w->local.timeline);
 
 		ereport(WARNING, (errmsg("hapg: %s; stopping to rejoin through pg_rewind", why)));
-		hapg_fence(why, conninfo, false);
 		w->fenced = true;
+		hapg_publish_writable(w, false);
+		hapg_fence(why, conninfo, false);
+		return;
 	}
+
+	/*
+	 * Pointed at the leader and not streaming: a WAL receiver that failed
+	 * (the leader not up yet, its slot not created yet) makes the startup
+	 * process sleep wal_retrieve_retry_interval before it tries again.  Wake
+	 * it so it tries now, and look again within a second.
+	 */
+	if (now - w->recovery_poked_ms >= RECOVERY_POKE_MS)
+	{
+		hapg_retry_streaming();
+		w->recovery_poked_ms = now;
+	}
+	hapg_wake_by(w, now + RECOVERY_LOOK_AGAIN_MS);
 }
 
 /* Keep the slots a leader holds for its members, and none on a standby. */
@@ -334,6 +392,7 @@ hand_over(HapgWorker *w, const char *target, const char *reason)
 	(void) hapg_start_handover(target, reason, HANDOVER_WAIT_MS);
 	w->handing_over = true;
 	w->fenced = true;
+	hapg_publish_writable(w, false);
 	if (kill(PostmasterPid, SIGINT) != 0)
 		ereport(LOG, (errmsg("hapg: could not signal the postmaster: %m")));
 }

@@ -1,6 +1,7 @@
 /*
  * clock.c
- *		The two clocks hapg reads: monotonic milliseconds for every duration
+ *		The two clocks hapg reads: milliseconds on the boot clock (which
+ *		never jumps and never stops, see commitrule.c) for every duration
  *		the protocol measures, wall-clock Unix microseconds for schedules
  *		and for the times written into the Lease.
  */
@@ -10,14 +11,16 @@
 
 #include "utils/timestamp.h"
 
-/* Milliseconds since an arbitrary point that never jumps with the wall clock. */
+/*
+ * Milliseconds on hapg's one clock for durations (hapg_clock_us,
+ * CLOCK_BOOTTIME, commitrule.c): never jumps with the wall clock and keeps
+ * counting while this process or the machine is stopped, so the fence and
+ * the commit guard measure the same time.
+ */
 int64
 hapg_mono_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64) (hapg_clock_us() / 1000);
 }
 
 /* A PostgreSQL timestamp as Unix microseconds. */

@@ -267,6 +267,17 @@ hapg_follow(const char *conninfo, const char *slot)
 	return true;
 }
 
+/*
+ * Make the startup process try streaming again now: after a failed WAL
+ * receiver it sleeps wal_retrieve_retry_interval (5 s by default) on this
+ * latch, which is all a wake-up does otherwise.
+ */
+void
+hapg_retry_streaming(void)
+{
+	WakeupRecovery();
+}
+
 /* Does a slot exist, and is a walsender using it? */
 static bool
 slot_exists(const char *name, bool *active)

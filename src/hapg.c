@@ -49,6 +49,7 @@ _PG_init(void)
 				 errmsg("hapg must be loaded via shared_preload_libraries"),
 				 errhint("Add 'hapg' to shared_preload_libraries in postgresql.conf, set hapg.cluster_name, and restart the server.")));
 	hapg_define_settings();
+	hapg_commitguard_init();
 	hapg_startup_guard();
 	hapg_shmem_request();
 	register_worker();

@@ -9,8 +9,10 @@
 
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 
+#include "commitrule.h"
 #include "lease.h"
 #include "steer.h"
 
@@ -55,6 +57,8 @@ extern int	hapg_maximum_lag_on_failover;
 extern char *hapg_replication_conninfo;
 extern bool hapg_use_slots;
 extern int	hapg_switchover_timeout;
+extern bool hapg_lease_bounded_commits;
+extern bool hapg_lease_bounded_reads;
 
 /* The worker's settings in force: the last valid combination (settings.c). */
 typedef struct HapgConfig
@@ -105,6 +109,14 @@ typedef struct HapgShared
 {
 	LWLock		lock;
 	int			tranche_id;
+
+	/*
+	 * Commits are accepted while hapg_clock_us() <= writable_until (see
+	 * commitrule.h for its special values).  The worker writes it with a
+	 * full memory barrier (commitguard.c); every backend reads it at commit
+	 * without taking the lock.
+	 */
+	pg_atomic_uint64 writable_until;
 	pid_t		worker_pid;
 	int			worker_procno;	/* to set the worker's latch; -1 if none */
 	bool		configured;
@@ -153,6 +165,11 @@ extern void hapg_shmem_request(void);
 extern void hapg_shmem_startup(void);
 extern void hapg_shmem_attach(void);
 
+/* Lease-bounded commits (commitguard.c). */
+extern void hapg_commitguard_init(void);
+extern void hapg_set_writable_until(uint64 writable_until);
+extern uint64 hapg_read_writable_until(void);
+extern uint64 hapg_initial_writable_until(void);
 /* The backend's side of the request channel (request.c). */
 extern void hapg_ask_worker(HapgRequestKind kind, const char *candidate,
 							int64 scheduled_at_us, HapgVerdict *v, char *leader);
@@ -166,6 +183,7 @@ extern void hapg_write_rejoin(const char *source, const char *reason);
 extern void hapg_mark_joined(const char *cluster);
 extern void hapg_slot_name(const char *member, char *buf, int buflen);
 extern bool hapg_follow(const char *conninfo, const char *slot);
+extern void hapg_retry_streaming(void);
 extern void hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n,
 							const char *me, bool leader, int64 gone_ms);
 extern char *hapg_leader_conninfo(const char *connect_address);

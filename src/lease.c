@@ -273,8 +273,8 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 			out->reason = "the data directory is gone";
 			return;
 		}
-		if (in->was_leader && in->last_renew_sent_ms > 0 && in->now_ms >= fence_at &&
-			!in->paused)
+		if (hapg_fence_due(in->was_leader && in->last_renew_sent_ms > 0 ? fence_at : 0,
+						   in->now_ms, in->paused))
 		{
 			out->action = HAPG_ACT_FENCE;
 			out->role = HAPG_ROLE_UNLEASED_PRIMARY;
@@ -482,4 +482,65 @@ hapg_action_does(HapgAction action)
 	if ((int) action < 0 || (size_t) action >= sizeof(action_table) / sizeof(action_table[0]))
 		return "";
 	return action_table[action].does;
+}
+
+/*
+ * A leader past its fence deadline must stop now (a paused cluster fences
+ * nobody for want of a renewal; its commits are still bounded).  The
+ * decision's fence row and the wake-up plan both ask this.
+ */
+bool
+hapg_fence_due(int64_t fence_deadline_ms, int64_t now_ms, bool paused)
+{
+	return fence_deadline_ms > 0 && now_ms >= fence_deadline_ms && !paused;
+}
+
+/*
+ * The loop's order after a wait: a leader past its deadline fences first,
+ * on what it already knows, before it handles signals, reads buffered watch
+ * events, answers requests or calls the API; without usable settings the
+ * worker only idles.  Returns the number of steps.
+ */
+int
+hapg_wake_plan(const HapgWakeInput *in, HapgStep *steps)
+{
+	int			n = 0;
+
+	if (in->ready && !in->fenced && hapg_fence_due(in->fence_deadline_ms, in->now_ms, in->paused))
+		steps[n++] = HAPG_STEP_FENCE;
+	steps[n++] = HAPG_STEP_SIGNALS;
+	if (!in->ready)
+	{
+		steps[n++] = HAPG_STEP_IDLE;
+		return n;
+	}
+	steps[n++] = HAPG_STEP_EVENTS;
+	steps[n++] = HAPG_STEP_REQUESTS;
+	steps[n++] = HAPG_STEP_CYCLE;
+	steps[n++] = HAPG_STEP_WAIT;
+	return n;
+}
+
+/* A step's name, for logs and tests. */
+const char *
+hapg_step_name(HapgStep step)
+{
+	switch (step)
+	{
+		case HAPG_STEP_FENCE:
+			return "fence";
+		case HAPG_STEP_SIGNALS:
+			return "signals";
+		case HAPG_STEP_IDLE:
+			return "idle";
+		case HAPG_STEP_EVENTS:
+			return "events";
+		case HAPG_STEP_REQUESTS:
+			return "requests";
+		case HAPG_STEP_CYCLE:
+			return "cycle";
+		case HAPG_STEP_WAIT:
+			return "wait";
+	}
+	return "?";
 }

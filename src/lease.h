@@ -151,4 +151,34 @@ extern bool hapg_rewind_due(int64_t not_streaming_since_ms, int64_t now_ms,
 							int ttl_s, int leader_timeline,
 							uint32_t my_timeline);
 
+/*
+ * What the worker's loop does after every wait, in this order
+ * (hapg_wake_plan): the order is a rule like any other, so it is data.
+ */
+typedef enum HapgStep
+{
+	HAPG_STEP_FENCE,			/* past the fence deadline: fence on what is known */
+	HAPG_STEP_SIGNALS,			/* SIGTERM (hand over, exit), SIGHUP (reload) */
+	HAPG_STEP_IDLE,				/* no usable settings: requests, then wait */
+	HAPG_STEP_EVENTS,			/* buffered watch events */
+	HAPG_STEP_REQUESTS,			/* SQL requests */
+	HAPG_STEP_CYCLE,			/* observe, decide, act, publish, when due */
+	HAPG_STEP_WAIT				/* sleep until the next cycle, a latch or an event */
+} HapgStep;
+
+#define HAPG_MAX_STEPS 8
+
+typedef struct HapgWakeInput
+{
+	bool		ready;			/* the settings are usable */
+	bool		fenced;			/* the postmaster was told to stop */
+	int64_t		fence_deadline_ms;	/* hapg_fence_deadline_ms, 0: no Lease held */
+	int64_t		now_ms;
+	bool		paused;			/* nobody fences for want of a renewal */
+} HapgWakeInput;
+
+extern bool hapg_fence_due(int64_t fence_deadline_ms, int64_t now_ms, bool paused);
+extern int	hapg_wake_plan(const HapgWakeInput *in, HapgStep *steps);
+extern const char *hapg_step_name(HapgStep step);
+
 #endif							/* HAPG_LEASE_H */

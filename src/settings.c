@@ -31,6 +31,8 @@ int			hapg_maximum_lag_on_failover = 1024 * 1024;
 char	   *hapg_replication_conninfo = NULL;
 bool		hapg_use_slots = true;
 int			hapg_switchover_timeout = 60;
+bool		hapg_lease_bounded_commits = true;
+bool		hapg_lease_bounded_reads = false;
 
 /* Names hapg sends to Kubernetes must be names Kubernetes accepts. */
 static bool
@@ -293,6 +295,15 @@ hapg_define_settings(void)
 							NULL, &hapg_switchover_timeout, 60, 1, 3600,
 							PGC_USERSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("hapg.lease_bounded_commits",
+							 "Refuse commits once this member's leader Lease could have expired.",
+							 "Off gives stock PostgreSQL's commit behaviour (for measuring the check's cost).",
+							 &hapg_lease_bounded_commits, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("hapg.lease_bounded_reads",
+							 "Refuse reads on a primary whose leader Lease could have expired (linearizable reads).",
+							 NULL, &hapg_lease_bounded_reads, false, PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hapg");
 }
 

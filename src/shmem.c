@@ -10,6 +10,8 @@
  */
 #include "worker.h"
 
+#include <sys/stat.h>
+
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
@@ -19,6 +21,31 @@ HapgShared *hapg_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/*
+ * Tell every backend until when it may commit (commitrule.c): the fence
+ * deadline of my last successful Lease write while I lead, never once I do
+ * not or have fenced, "unguarded" where hapg is not in charge.  A cluster
+ * exists once its Lease does; before the Lease was read, the data
+ * directory's note says whether it belonged to one.
+ */
+void
+hapg_publish_writable(HapgWorker *w, bool leader)
+{
+	HapgWritableInput in;
+	struct stat st;
+
+	memset(&in, 0, sizeof(in));
+	in.configured = w->cfg.ready;
+	in.in_cluster = w->lease.valid ? w->lease.info.view.exists :
+		stat(HAPG_JOINED_FILE, &st) == 0;
+	in.leader = leader;
+	in.fenced = w->fenced;
+	in.last_renew_sent_ms = w->last_renew_sent_ms;
+	in.ttl_s = w->cfg.ttl;
+	in.fence_margin_ms = hapg_fence_margin_ms(w->cfg.ttl);
+	hapg_set_writable_until(hapg_writable_until(&in));
+}
 
 /* Ask for our shared memory at start-up. */
 static void
@@ -45,6 +72,7 @@ shmem_startup(void)
 		hapg_shared->tranche_id = LWLockNewTrancheId();
 		LWLockInitialize(&hapg_shared->lock, hapg_shared->tranche_id);
 		hapg_shared->worker_procno = -1;
+		pg_atomic_init_u64(&hapg_shared->writable_until, hapg_initial_writable_until());
 		strlcpy(hapg_shared->last_error, "worker not started yet",
 				sizeof(hapg_shared->last_error));
 	}
@@ -117,4 +145,5 @@ hapg_publish_shared(HapgWorker *w)
 	s->nmembers = n;
 	memcpy(s->members, mv, sizeof(HapgMemberView) * n);
 	LWLockRelease(&s->lock);
+	hapg_publish_writable(w, w->was_leader);
 }

@@ -180,6 +180,14 @@ decide(HapgWorker *w, HapgDecisionInput *in, HapgDecision *d)
 	hapg_lease_decide(in, d);
 }
 
+/* The decision on what is known now, without reading anything first. */
+void
+hapg_decide_now(HapgWorker *w, HapgDecisionInput *in, HapgDecision *d)
+{
+	hapg_read_local_state(&w->local);
+	decide(w, in, d);
+}
+
 /* Remember what the decision concluded, for the next cycle and for SQL. */
 static void
 record_decision(HapgWorker *w, const HapgDecisionInput *in, const HapgDecision *d)
@@ -337,9 +345,9 @@ phase_wait(HapgWorker *w)
 }
 
 /*
- * Every wake-up, even the first after this process was stalled, checks
- * whether a leader must fence now (the place for anything that must
- * happen before the next cycle's API calls).
+ * After every wait: ask for a cycle when a promotion finished or a leader's
+ * deadline passed (a leader past it has fenced already: the plan's first
+ * step on the next pass, hapg_wake_plan).
  */
 static void
 phase_wake_up(HapgWorker *w)
@@ -384,6 +392,59 @@ phase_signals(HapgWorker *w)
 	}
 }
 
+/* A cycle when one is due; otherwise publish what watch events changed. */
+static void
+phase_cycle_if_due(HapgWorker *w)
+{
+	if (w->wake || hapg_mono_ms() >= w->next_cycle_ms)
+	{
+		w->wake = false;
+		run_cycle(w);
+		w->next_cycle_ms = hapg_mono_ms() + w->cfg.loop_wait * 1000L;
+	}
+	else if (w->pods.valid)
+		hapg_publish_shared(w); /* watch events may have changed members */
+}
+
+/*
+ * One step of the wake-up plan (hapg_wake_plan).  False ends this pass: a
+ * reload took the settings away, and the worker idles instead.
+ */
+static bool
+run_step(HapgWorker *w, HapgStep step)
+{
+	if (step != HAPG_STEP_FENCE && step != HAPG_STEP_SIGNALS && !w->cfg.ready)
+	{
+		phase_idle(w);
+		return false;
+	}
+	switch (step)
+	{
+		case HAPG_STEP_FENCE:
+			hapg_fence_overdue(w);
+			break;
+		case HAPG_STEP_SIGNALS:
+			phase_signals(w);
+			break;
+		case HAPG_STEP_IDLE:
+			break;				/* a reload made the settings usable: next pass */
+		case HAPG_STEP_EVENTS:
+			kube_watch_pump();
+			break;
+		case HAPG_STEP_REQUESTS:
+			hapg_serve_requests(w);
+			break;
+		case HAPG_STEP_CYCLE:
+			phase_cycle_if_due(w);
+			break;
+		case HAPG_STEP_WAIT:
+			phase_wait(w);
+			phase_wake_up(w);
+			break;
+	}
+	return true;
+}
+
 /* Worker entry point, registered in _PG_init. */
 void
 hapg_worker_main(Datum arg pg_attribute_unused())
@@ -414,27 +475,23 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 	for (;;)
 	{
 		MemoryContext old;
+		HapgWakeInput wi;
+		HapgStep	steps[HAPG_MAX_STEPS];
+		int			n;
+		int			i;
 
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(w->loop_cxt);
-		phase_signals(w);
-		if (!w->cfg.ready)
-			phase_idle(w);
-		else
-		{
-			kube_watch_pump();
-			hapg_serve_requests(w);
-			if (w->wake || hapg_mono_ms() >= w->next_cycle_ms)
-			{
-				w->wake = false;
-				run_cycle(w);
-				w->next_cycle_ms = hapg_mono_ms() + w->cfg.loop_wait * 1000L;
-			}
-			else if (w->pods.valid)
-				hapg_publish_shared(w); /* watch events may have changed members */
-			phase_wait(w);
-			phase_wake_up(w);
-		}
+		memset(&wi, 0, sizeof(wi));
+		wi.ready = w->cfg.ready;
+		wi.fenced = w->fenced;
+		wi.fence_deadline_ms = hapg_fence_deadline(w);
+		wi.now_ms = hapg_mono_ms();
+		wi.paused = w->lease.info.paused;
+		n = hapg_wake_plan(&wi, steps);
+		for (i = 0; i < n; i++)
+			if (!run_step(w, steps[i]))
+				break;
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(w->loop_cxt);
 	}

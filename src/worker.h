@@ -84,6 +84,7 @@ typedef struct HapgWorker
 	int64		handover_not_before_ms; /* let a local caller get its answer first */
 	char		switchover_wait_why[HAPG_MSG_LEN];	/* last logged reason to wait */
 	int64		not_streaming_since_ms;
+	int64		recovery_poked_ms;	/* last time the startup process was woken */
 
 	/* my Pod as I last published it (kwrite.c) */
 	char		published_key[512];
@@ -100,6 +101,7 @@ typedef struct HapgWorker
 
 /* worker.c */
 extern void hapg_wake_by(HapgWorker *w, int64 at);
+extern void hapg_decide_now(HapgWorker *w, HapgDecisionInput *in, HapgDecision *d);
 
 /* view.c: the caches, reads, watches; API error reporting */
 extern void hapg_api_error(HapgWorker *w, const char *fmt,...) pg_attribute_printf(2, 3);
@@ -139,6 +141,7 @@ extern HapgActOutcome hapg_execute(HapgWorker *w, const HapgDecisionInput *in,
 								   const HapgDecision *d);
 extern HapgActOutcome hapg_act_fence(HapgWorker *w, const HapgDecisionInput *in,
 									 const HapgDecision *d);
+extern void hapg_fence_overdue(HapgWorker *w);
 extern void hapg_log_action_table(int elevel);
 extern void hapg_check_promotion(HapgWorker *w);
 extern void hapg_run_switchover(HapgWorker *w);
@@ -150,7 +153,8 @@ extern void hapg_forget_cancelled_handover(void);
 /* request.c: the worker's side of the SQL request channel */
 extern void hapg_serve_requests(HapgWorker *w);
 
-/* shmem.c: the state SQL reads */
+/* shmem.c: the state SQL reads, and writable_until for every backend */
 extern void hapg_publish_shared(HapgWorker *w);
+extern void hapg_publish_writable(HapgWorker *w, bool leader);
 
 #endif							/* HAPG_WORKER_H */

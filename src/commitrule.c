@@ -1,0 +1,68 @@
+/*
+ * commitrule.c
+ *		Lease-bounded commits: the instant until which a leader may
+ *		acknowledge a commit, and the test every commit passes.  Pure C, no
+ *		PostgreSQL or I/O dependency (unit tested in tests/unit).
+ *
+ * The clock is CLOCK_BOOTTIME: it keeps running while a process is stopped
+ * (SIGSTOP, cgroup freezer, D state) and, unlike CLOCK_MONOTONIC, while
+ * the machine is suspended, so a leader that wakes up never believes less
+ * time has passed than the other members saw (docs/DESIGN.md).
+ */
+#include "commitrule.h"
+
+#include <time.h>
+
+#include "lease.h"
+
+/* hapg's one clock, in microseconds: every duration the protocol measures. */
+uint64_t
+hapg_clock_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+/*
+ * What the worker publishes: the fence deadline while it leads (extended
+ * only by a successful Lease write, since only the send time of one that
+ * succeeded bounds when others can see the Lease expire), never once it is
+ * not the leader or has fenced, and "unguarded" where hapg is not in charge.
+ */
+uint64_t
+hapg_writable_until(const HapgWritableInput *in)
+{
+	int64_t		deadline_ms;
+
+	if (!in->configured)
+		return HAPG_WRITABLE_UNGUARDED;
+	if (in->fenced)
+		return HAPG_WRITABLE_NEVER;
+	if (in->leader && in->last_renew_sent_ms > 0)
+	{
+		deadline_ms = hapg_fence_deadline_ms(in->last_renew_sent_ms, in->ttl_s,
+											 in->fence_margin_ms);
+		return deadline_ms > 0 ? (uint64_t) deadline_ms * 1000 : HAPG_WRITABLE_NEVER;
+	}
+	if (!in->in_cluster)
+		return HAPG_WRITABLE_UNGUARDED;
+	return HAPG_WRITABLE_NEVER;
+}
+
+/*
+ * May this transaction commit (or be prepared, or this read run) now?  Only
+ * a transaction that writes needs the Lease, unless hapg.lease_bounded_reads
+ * asks the same of reads on a primary (a standby's reads are stale by
+ * nature); an unguarded server is stock PostgreSQL.
+ */
+bool
+hapg_commit_allowed(const HapgCommitInput *in)
+{
+	if (!in->enabled || in->writable_until_us == HAPG_WRITABLE_UNGUARDED)
+		return true;
+	if (!in->writes && !(in->bounded_reads && in->primary))
+		return true;
+	return in->now_us <= in->writable_until_us;
+}
