@@ -15,9 +15,9 @@ REGRESS_OPTS = --temp-config=$(srcdir)/tests/regress.conf
 PG_CONFIG ?= pg_config
 PKG_CONFIG ?= pkg-config
 
-PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -DHAPG_VERSION=\"$(EXTVERSION)\" $(shell $(PKG_CONFIG) --cflags libcurl json-c)
+PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -DHAPG_VERSION=\"$(EXTVERSION)\" $(shell $(PKG_CONFIG) --cflags libcurl json-c libmicrohttpd)
 PG_CFLAGS = -Wall -Wextra
-SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c)
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c libmicrohttpd)
 
 EXTRA_CLEAN = tests/unit/test_unit tests/unit/*.o
 

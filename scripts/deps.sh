@@ -5,7 +5,7 @@
 # never installed).
 HAPG_DEBS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
            pkg-config make gcc python3 python3-psycopg2 python3-pytest patroni openssl
-           procps python3-yaml iproute2)
+           procps python3-yaml iproute2 libmicrohttpd-dev haproxy prometheus)
 
 hapg_install_deps() {
     if [ "$(id -u)" != 0 ]; then

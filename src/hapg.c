@@ -7,6 +7,7 @@
  * lives in shared memory sized at start-up.
  */
 #include "hapg.h"
+#include "http.h"
 
 #include <time.h>
 #include <limits.h>
@@ -375,4 +376,5 @@ _PG_init(void)
 	hapg_startup_guard();
 	hapg_shmem_request();
 	hapg_register_worker();
+	hapg_http_init(HAPG_LIBRARY_NAME);
 }
