@@ -372,9 +372,9 @@ _PG_init(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("hapg must be loaded via shared_preload_libraries"),
 				 errhint("Add 'hapg' to shared_preload_libraries in postgresql.conf, set hapg.cluster_name, and restart the server.")));
+	hapg_http_init(HAPG_LIBRARY_NAME);	/* before the hapg prefix is reserved */
 	define_settings();
 	hapg_startup_guard();
 	hapg_shmem_request();
 	hapg_register_worker();
-	hapg_http_init(HAPG_LIBRARY_NAME);
 }
