@@ -36,6 +36,7 @@
 #include "postmaster/interrupt.h"
 #include "replication/walreceiver.h"
 #include "storage/ipc.h"
+#include "storage/proc.h"
 #include "storage/latch.h"
 #include "storage/shmem.h"
 #include "storage/fd.h"
@@ -122,6 +123,16 @@ http_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/*
+ * May this process touch the counters?  Not the hand-over process
+ * (handover.c): it detached from shared memory, and says so by MyProc = NULL.
+ */
+static bool
+counters_attached(void)
+{
+	return http_shared != NULL && MyProc != NULL;
+}
+
 /* Wall-clock seconds, for the timestamps /metrics shows. */
 static double
 unix_now(void)
@@ -149,7 +160,7 @@ hapg_metrics_api_request(const char *method, long status, double seconds)
 	HapgApiVerb verb = hapg_api_verb(method);
 	double		now = unix_now();
 
-	if (http_shared == NULL)
+	if (!counters_attached())
 		return;
 	SpinLockAcquire(&http_shared->mutex);
 	hapg_metrics_count_api(&http_shared->metrics, verb, status, seconds, now);
@@ -160,7 +171,7 @@ hapg_metrics_api_request(const char *method, long status, double seconds)
 void
 hapg_metrics_loop(double seconds)
 {
-	if (http_shared == NULL)
+	if (!counters_attached())
 		return;
 	SpinLockAcquire(&http_shared->mutex);
 	hapg_histogram_observe(&http_shared->metrics.loop_seconds, hapg_loop_seconds_bounds,
@@ -172,7 +183,7 @@ hapg_metrics_loop(double seconds)
 void
 hapg_metrics_event(HapgMetricEvent ev)
 {
-	if (http_shared == NULL)
+	if (!counters_attached())
 		return;
 	SpinLockAcquire(&http_shared->mutex);
 	switch (ev)
@@ -546,7 +557,6 @@ start_daemon(HttpServer *srv, const struct sockaddr *addr, bool ipv6)
 	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_CONNECTION_TIMEOUT, http_settings.timeout_s, NULL};
 	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY, NULL};
 	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_LISTEN_BACKLOG_SIZE, HTTP_BACKLOG, NULL};
-	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t) mhd_logger, srv};
 	if (addr)
 		opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_SOCK_ADDR, 0, (void *) addr};
 	if (srv->cert)
@@ -557,13 +567,19 @@ start_daemon(HttpServer *srv, const struct sockaddr *addr, bool ipv6)
 	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_END, 0, NULL};
 
 	d = MHD_start_daemon(flags, (uint16_t) http_settings.port, NULL, NULL,
-						 on_request, srv, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+						 on_request, srv,
+							/* the logger first: it then gets every message */
+							MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
+							MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 	if (d == NULL && addr == NULL)
 	{
 		/* no IPv6 here: all IPv4 addresses */
 		flags &= ~MHD_USE_DUAL_STACK;
 		d = MHD_start_daemon(flags, (uint16_t) http_settings.port, NULL, NULL,
-							 on_request, srv, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+							 on_request, srv,
+							/* the logger first: it then gets every message */
+							MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
+							MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 	}
 	if (d == NULL)
 		return false;
