@@ -30,6 +30,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -332,6 +333,7 @@ take_snapshot(HttpServer *srv)
 	{
 		v->receive_lsn = GetWalRcvFlushRecPtr(NULL, NULL);
 		v->replay_lsn = local.replay_lsn;
+		v->replay_paused = GetRecoveryPauseState() != RECOVERY_NOT_PAUSED;
 		v->write_lsn = 0;
 	}
 	else

@@ -603,6 +603,8 @@ hapg_render_metrics(const HapgHttpView *v, bool openmetrics, HapgBuf *b)
 	gauge(&o, "hapg_wal_replayed_position_bytes",
 		  "Standby: WAL position replayed; 0 on a primary",
 		  v->in_recovery ? (double) v->replay_lsn : 0);
+	gauge(&o, "hapg_wal_replay_paused", "1 if WAL replay is paused (pg_wal_replay_pause())",
+		  v->in_recovery && v->replay_paused);
 	gauge(&o, "hapg_streaming", "1 if the WAL receiver is streaming", v->streaming);
 	gauge(&o, "hapg_paused", "1 if the cluster is paused (no automatic failover)", v->paused);
 	gauge(&o, "hapg_cluster_unlocked", "1 if no member holds the leader Lease", v->leader[0] == '\0');

@@ -64,6 +64,7 @@ typedef struct HapgHttpView
 	uint64_t	write_lsn;		/* primary: written; standby: received and written */
 	uint64_t	receive_lsn;	/* standby: flushed by the WAL receiver */
 	uint64_t	replay_lsn;		/* standby: replayed */
+	bool		replay_paused;	/* standby: pg_wal_replay_pause() in force */
 	uint64_t	leader_lsn;		/* 0: unknown */
 	bool		paused;
 	bool		api_ok;
