@@ -56,6 +56,7 @@
 #define HTTP_BACKLOG 128
 #define SNAPSHOT_MS 50			/* answers are at most this stale */
 #define LOG_EVERY_MS 10000		/* libmicrohttpd's own messages, rate-limited */
+#define HAPG_HTTP_FILE "hapg.http"	/* in PGDATA: where the endpoint listens */
 
 /* The shared counters (written by the main worker, read here). */
 typedef struct HapgHttpShared
@@ -455,6 +456,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	HapgHttpQuery q;
 	HapgHttpAnswer ans;
 	const char *lag;
+	const char *stall;
 	bool		options = strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0;
 	bool		head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 
@@ -491,6 +493,9 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		q.has_lag = true;
 		q.bad_lag = !hapg_parse_lag(lag, &q.max_lag);
 	}
+	stall = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "stall");
+	if (stall != NULL)
+		q.bad_stall = !hapg_parse_seconds(stall, &q.stall_s);
 	hapg_http_answer(ep, srv->view, &q,
 					 hapg_http_wants_openmetrics(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 																			 MHD_HTTP_HEADER_ACCEPT)),
@@ -698,6 +703,48 @@ start_daemons(HttpServer *srv)
 						 started == 1 ? "" : "s")));
 }
 
+/*
+ * Tell the probe (kubernetes/hapg-probe) where this server's endpoint is:
+ * PGDATA/hapg.http holds "port host pid scheme", written atomically once the
+ * endpoint listens and removed when this worker exits.  A file in the
+ * data directory cannot name another server's endpoint.
+ */
+static void
+write_endpoint_file(HttpServer *srv)
+{
+	const char *list = http_settings.listen_addresses;
+	char		host[256];
+	const char *comma;
+	FILE	   *f;
+
+	if (strchr(list, '*') || strstr(list, "0.0.0.0") || strstr(list, "127.0.0.1") ||
+		strstr(list, "localhost"))
+		strlcpy(host, "127.0.0.1", sizeof(host));
+	else
+	{
+		while (*list == ' ')
+			list++;
+		comma = strchr(list, ',');
+		strlcpy(host, list, Min(sizeof(host), comma ? (size_t) (comma - list) + 1 : sizeof(host)));
+		if (strchr(host, ' '))
+			*strchr(host, ' ') = '\0';
+	}
+	f = AllocateFile(HAPG_HTTP_FILE ".tmp", "w");
+	if (f == NULL || fprintf(f, "%d %s %d %s\n", http_settings.port, host, (int) MyProcPid,
+							 srv->cert ? "https" : "http") < 0 ||
+		FreeFile(f) != 0 || rename(HAPG_HTTP_FILE ".tmp", HAPG_HTTP_FILE) != 0)
+		ereport(LOG, (errcode_for_file_access(),
+					  errmsg("hapg http: could not write \"%s\": %m", HAPG_HTTP_FILE),
+					  errhint("The probe (hapg-probe) finds the endpoint through this file.")));
+}
+
+/* At exit: the endpoint is gone. */
+static void
+remove_endpoint_file(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	(void) unlink(HAPG_HTTP_FILE);
+}
+
 /* Wait for a connection's data, the latch, or libmicrohttpd's next timeout. */
 static void
 wait_for_clients(HttpServer *srv)
@@ -746,6 +793,8 @@ hapg_http_main(Datum arg pg_attribute_unused())
 	srv->view = MemoryContextAllocZero(TopMemoryContext, sizeof(HapgHttpView));
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "hapg http loop", ALLOCSET_DEFAULT_SIZES);
 	start_daemons(srv);
+	on_proc_exit(remove_endpoint_file, (Datum) 0);
+	write_endpoint_file(srv);
 	take_snapshot(srv);
 
 	for (;;)
@@ -768,6 +817,7 @@ hapg_http_main(Datum arg pg_attribute_unused())
 				ereport(LOG, (errmsg("hapg http: TLS settings changed: listening again")));
 				stop_daemons(srv);
 				start_daemons(srv);
+				write_endpoint_file(srv);
 			}
 		}
 		old = MemoryContextSwitchTo(loop_cxt);

@@ -176,6 +176,22 @@ hapg_parse_lag(const char *s, uint64_t *bytes)
 	return false;
 }
 
+/* ?stall=: a positive number of seconds, at most a day. */
+bool
+hapg_parse_seconds(const char *s, double *seconds)
+{
+	char	   *end;
+	double		v;
+
+	if (s == NULL || *s < '0' || *s > '9' || strlen(s) > 16)
+		return false;
+	v = strtod(s, &end);
+	if (*end != '\0' || !(v > 0) || v > 86400)
+		return false;
+	*seconds = v;
+	return true;
+}
+
 /* Prometheus asks for OpenMetrics in its Accept header; others get text 0.0.4. */
 bool
 hapg_http_wants_openmetrics(const char *accept)
@@ -265,14 +281,15 @@ hapg_stall_limit_s(int loop_wait_s)
 
 /*
  * Liveness: restart the container only when the data directory is gone or
- * hapg's loop has stalled (no report for max(60 s, 3 loop_wait)), or the
+ * hapg's loop has stalled (no report for max(60 s, 3 loop_wait), or ?stall=
+ * seconds as the probe's HAPG_PROBE_STALL asks), or the
  * worker has not reported that long after the server started.  A server
  * that is only starting or recovering is alive: a restart would interrupt it.
  */
 bool
-hapg_is_live(const HapgHttpView *v, char *why, size_t whylen)
+hapg_is_live(const HapgHttpView *v, const HapgHttpQuery *q, char *why, size_t whylen)
 {
-	double		limit = hapg_stall_limit_s(v->loop_wait_s);
+	double		limit = q && q->stall_s > 0 ? q->stall_s : hapg_stall_limit_s(v->loop_wait_s);
 
 	if (!v->data_dir_ok)
 	{
@@ -689,6 +706,12 @@ hapg_http_answer(HapgEndpoint ep, const HapgHttpView *v, const HapgHttpQuery *q,
 	memset(out, 0, sizeof(*out));
 	out->content_type = "application/json";
 	why[0] = '\0';
+	if (q != NULL && q->bad_stall && ep == HAPG_EP_LIVENESS)
+	{
+		out->status = 400;
+		hapg_buf_printf(&out->body, "{\"error\": \"stall must be a number of seconds (more than 0, at most 86400)\"}\n");
+		return;
+	}
 	if (q != NULL && q->bad_lag &&
 		(ep == HAPG_EP_REPLICA || ep == HAPG_EP_READ_ONLY))
 	{
@@ -715,7 +738,7 @@ hapg_http_answer(HapgEndpoint ep, const HapgHttpView *v, const HapgHttpQuery *q,
 			ok = hapg_is_healthy(v, why, sizeof(why));
 			break;
 		case HAPG_EP_LIVENESS:
-			ok = hapg_is_live(v, why, sizeof(why));
+			ok = hapg_is_live(v, q, why, sizeof(why));
 			break;
 		case HAPG_EP_READINESS:
 			ok = hapg_is_ready(v, why, sizeof(why));

@@ -112,6 +112,8 @@ typedef struct HapgHttpQuery
 	bool		has_lag;
 	uint64_t	max_lag;		/* bytes */
 	bool		bad_lag;		/* ?lag= could not be read */
+	double		stall_s;		/* ?stall=: liveness limit in seconds; 0: the default */
+	bool		bad_stall;
 } HapgHttpQuery;
 
 /* One answer: status, content type and body (malloc'd). */
@@ -124,12 +126,14 @@ typedef struct HapgHttpAnswer
 
 extern HapgEndpoint hapg_http_endpoint(const char *path);
 extern bool hapg_parse_lag(const char *s, uint64_t *bytes);
+extern bool hapg_parse_seconds(const char *s, double *seconds);
 extern bool hapg_http_wants_openmetrics(const char *accept);
 
 extern bool hapg_is_primary(const HapgHttpView *v, char *why, size_t whylen);
 extern bool hapg_is_replica(const HapgHttpView *v, const HapgHttpQuery *q,
 							char *why, size_t whylen);
-extern bool hapg_is_live(const HapgHttpView *v, char *why, size_t whylen);
+extern bool hapg_is_live(const HapgHttpView *v, const HapgHttpQuery *q,
+						 char *why, size_t whylen);
 extern bool hapg_is_ready(const HapgHttpView *v, char *why, size_t whylen);
 extern bool hapg_is_healthy(const HapgHttpView *v, char *why, size_t whylen);
 extern double hapg_stall_limit_s(int loop_wait_s);

@@ -687,20 +687,24 @@ def test_haproxy(cl, tmp_path):
     try:
         wait_for(lambda: _try_scalar(wport, 'SELECT pg_is_in_recovery()') is False, 20,
                  'HAProxy to route writes to the leader')
-        for _ in range(6):
-            assert _try_scalar(rport, 'SELECT pg_is_in_recovery()') is True
+        # HAProxy starts with every server up: the leader leaves the read
+        # backend after its first failed checks
+        wait_for(lambda: all(_try_scalar(rport, 'SELECT pg_is_in_recovery()') is True
+                             for _ in range(6)), 20, 'HAProxy to route reads to replicas only')
         w = Writer(wport)
         w.t.start()
         time.sleep(2)
         target = replicas_of(leader)[0]
         t0 = time.monotonic()
         c.sql(leader, 'SELECT hapg_switchover(%s)', (target,), timeout=90)
-        wait_for(lambda: any(t > time.monotonic() - 0.5 for t in w.acked[-5:]) and
-                 _try_scalar(wport, 'SELECT hapg_status()::text') is not None, 30,
+        # HAProxy sees the change at its next checks (inter 1s, fall 2, rise 1)
+        wait_for(lambda: _try_scalar(wport, 'SELECT (hapg_status()).member') == target, 15,
+                 'HAProxy to route writes to %s' % target)
+        t_routed = time.monotonic()
+        wait_for(lambda: w.acked and w.acked[-1] > t_routed, 15,
                  'writes through HAProxy after the switchover')
         time.sleep(2)
         sw_gap = w.gap_after(t0)
-        assert _try_scalar(wport, 'SELECT (hapg_status()).member') == target
         healthy(c)
         leader = target
         t1 = time.monotonic()

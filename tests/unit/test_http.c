@@ -151,31 +151,46 @@ TEST(liveness_rule)
 	char		why[512];
 
 	leader_view(&v);
-	CHECK(hapg_is_live(&v, why, sizeof(why)));
+	CHECK(hapg_is_live(&v, NULL, why, sizeof(why)));
 	v.info_age_s = 59;
-	CHECK(hapg_is_live(&v, why, sizeof(why)));
+	CHECK(hapg_is_live(&v, NULL, why, sizeof(why)));
 	v.info_age_s = 61;
-	CHECK(!hapg_is_live(&v, why, sizeof(why)));
+	CHECK(!hapg_is_live(&v, NULL, why, sizeof(why)));
 	CHECK(strstr(why, "stalled") != NULL);
 	v.loop_wait_s = 30;			/* limit 90 s */
-	CHECK(hapg_is_live(&v, why, sizeof(why)));
+	CHECK(hapg_is_live(&v, NULL, why, sizeof(why)));
 	CHECK(hapg_stall_limit_s(30) == 90 && hapg_stall_limit_s(1) == 60);
+	{
+		HapgHttpQuery q = {0};
+		double		sec = 0;
+
+		CHECK(hapg_parse_seconds("2", &sec) && sec == 2);
+		CHECK(hapg_parse_seconds("0.5", &sec) && sec == 0.5);
+		CHECK(!hapg_parse_seconds("0", &sec) && !hapg_parse_seconds("2s", &sec) &&
+			  !hapg_parse_seconds("-1", &sec) && !hapg_parse_seconds("1e9", &sec));
+		v.info_age_s = 3;
+		q.stall_s = 2;
+		CHECK(!hapg_is_live(&v, &q, why, sizeof(why)));
+		CHECK(strstr(why, "limit 2 s") != NULL);
+		q.stall_s = 5;
+		CHECK(hapg_is_live(&v, &q, why, sizeof(why)));
+	}
 	leader_view(&v);
 	v.worker_pid = 0;
 	v.info_age_s = -1;
 	v.uptime_s = 10;
-	CHECK(hapg_is_live(&v, why, sizeof(why)));
+	CHECK(hapg_is_live(&v, NULL, why, sizeof(why)));
 	v.uptime_s = 61;
-	CHECK(!hapg_is_live(&v, why, sizeof(why)));
+	CHECK(!hapg_is_live(&v, NULL, why, sizeof(why)));
 	leader_view(&v);
 	v.data_dir_ok = false;
-	CHECK(!hapg_is_live(&v, why, sizeof(why)));
+	CHECK(!hapg_is_live(&v, NULL, why, sizeof(why)));
 	CHECK(!hapg_is_healthy(&v, why, sizeof(why)));
 	/* a starting server is alive but not healthy */
 	replica_view(&v);
 	strcpy(v.state, "starting");
 	v.streaming = false;
-	CHECK(hapg_is_live(&v, why, sizeof(why)));
+	CHECK(hapg_is_live(&v, NULL, why, sizeof(why)));
 	CHECK(!hapg_is_healthy(&v, why, sizeof(why)));
 	strcpy(v.state, "recovering");
 	CHECK(hapg_is_healthy(&v, why, sizeof(why)));
