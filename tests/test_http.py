@@ -26,18 +26,16 @@ import threading
 import time
 
 import psycopg2
-import pytest
 
-from harness import children_of, free_port, lsn_to_int, proc_memory, wait_for
+import haproxy_tools
+from harness import children_of, lsn_to_int, proc_memory, wait_for
 from test_failover import (MEMBERS, cl, healthy, healthy_start, note,  # noqa: F401
-                           replicas_of, streaming_from, ttl)
+                           replicas_of, ttl)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 README = os.path.join(ROOT, 'README.md')
-HAPROXY_CFG = os.path.join(ROOT, 'kubernetes', 'haproxy', 'haproxy.cfg')
 PROMTOOL = shutil.which('promtool')
-HAPROXY = shutil.which('haproxy') or ('/usr/sbin/haproxy' if os.path.exists('/usr/sbin/haproxy') else None)
 ENDPOINTS = ['/', '/primary', '/leader', '/master', '/replica', '/read-write', '/read-only',
              '/health', '/liveness', '/readiness', '/cluster', '/history', '/metrics']
 
@@ -599,117 +597,38 @@ def test_flood(cl):
 
 # ------------------------------------------------------------------ HAProxy
 
-def _haproxy_config(c, dirpath):
-    """kubernetes/haproxy/haproxy.cfg with the server lines pointing at this
-    cluster's members (127.0.0.1, their ports) and local listen ports."""
-    with open(HAPROXY_CFG) as f:
-        cfg = f.read()
-    write_port, read_port, stats_port = free_port(), free_port(), free_port()
-    out = []
-    for line in cfg.splitlines():
-        s = line.strip()
-        if s.startswith('server-template') or (s.startswith('server ') and 'check' in s):
-            continue
-        if s.startswith('bind') and ':5432' in s:
-            line = line.replace(s, 'bind 127.0.0.1:%d' % write_port)
-        elif s.startswith('bind') and ':5433' in s:
-            line = line.replace(s, 'bind 127.0.0.1:%d' % read_port)
-        elif s.startswith('bind') and ':8404' in s:
-            line = line.replace(s, 'bind 127.0.0.1:%d' % stats_port)
-        out.append(line)
-        if s.startswith('backend '):
-            for m in MEMBERS:
-                mm = c.m(m)
-                out.append('    server %s 127.0.0.1:%d check port %d' % (m, mm.port, mm.http_port))
-    path = os.path.join(dirpath, 'haproxy.cfg')
-    with open(path, 'w') as f:
-        f.write('\n'.join(out) + '\n')
-    return path, write_port, read_port
-
-
-class Writer:
-    """Writes one row every 20 ms through HAProxy's write port, reconnecting
-    after any error; records each acknowledged write's time."""
-
-    def __init__(self, port):
-        self.port = port
-        self.acked = []
-        self.errors = 0
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        conn = None
-        i = 0
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = pg_connect(self.port, timeout=2)
-                    conn.cursor().execute("SET statement_timeout = '2s'")
-                i += 1
-                conn.cursor().execute('INSERT INTO http_writes VALUES (%s, now())', (i,))
-                self.acked.append(time.monotonic())
-            except psycopg2.Error:
-                self.errors += 1
-                try:
-                    if conn is not None:
-                        conn.close()
-                except psycopg2.Error:
-                    pass
-                conn = None
-                time.sleep(0.05)
-            time.sleep(0.02)
-        if conn is not None:
-            conn.close()
-
-    def gap_after(self, t0):
-        """The longest time without an acknowledged write from t0 on."""
-        ts = [t0] + [t for t in self.acked if t >= t0]
-        return max(b - a for a, b in zip(ts, ts[1:])) if len(ts) > 1 else float('inf')
-
-
 def test_haproxy(cl, tmp_path):
-    """HAProxy with the example configuration in front of the three
-    members: writes by /primary keep working across hapg_switchover() and
-    the loss of the leader's node; reads by /replica?lag= land on
-    replicas."""
+    """HAProxy with the example configuration (kubernetes/haproxy/haproxy.cfg)
+    in front of the three members: writes by /primary keep working across
+    hapg_switchover() and the loss of the leader's node; reads by
+    /replica?lag= land on replicas."""
     c = cl
-    assert HAPROXY, 'haproxy (Debian package haproxy) is not installed'
     leader = healthy(c)
     c.sql(leader, 'CREATE TABLE IF NOT EXISTS http_writes (i int, at timestamptz)')
     os.chmod(str(tmp_path), 0o755)
-    cfg, wport, rport = _haproxy_config(c, str(tmp_path))
-    r = subprocess.run([HAPROXY, '-c', '-f', cfg], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stdout + r.stderr
-    hp = subprocess.Popen([HAPROXY, '-db', '-f', cfg], stdout=subprocess.DEVNULL,
-                          stderr=open(os.path.join(str(tmp_path), 'haproxy.log'), 'w'))
+    cfg, wport, rport = haproxy_tools.render_config(
+        [(m, c.m(m).port, c.m(m).http_port) for m in MEMBERS], str(tmp_path))
+    hp = haproxy_tools.HAProxy(cfg, str(tmp_path))
     w = None
     try:
-        wait_for(lambda: _try_scalar(wport, 'SELECT pg_is_in_recovery()') is False, 20,
-                 'HAProxy to route writes to the leader')
-        # HAProxy starts with every server up: the leader leaves the read
-        # backend after its first failed checks
-        wait_for(lambda: all(_try_scalar(rport, 'SELECT pg_is_in_recovery()') is True
-                             for _ in range(6)), 20, 'HAProxy to route reads to replicas only')
-        w = Writer(wport)
-        w.t.start()
+        haproxy_tools.wait_routed(wport, rport)
+        w = haproxy_tools.Writer(wport, 'http_writes').start()
         time.sleep(2)
         target = replicas_of(leader)[0]
         t0 = time.monotonic()
         c.sql(leader, 'SELECT hapg_switchover(%s)', (target,), timeout=90)
         # HAProxy sees the change at its next checks (inter 1s, fall 2, rise 1)
-        wait_for(lambda: _try_scalar(wport, 'SELECT (hapg_status()).member') == target, 15,
-                 'HAProxy to route writes to %s' % target)
+        wait_for(lambda: haproxy_tools.try_scalar(wport, 'SELECT (hapg_status()).member') == target,
+                 15, 'HAProxy to route writes to %s' % target)
         t_routed = time.monotonic()
-        wait_for(lambda: w.acked and w.acked[-1] > t_routed, 15,
-                 'writes through HAProxy after the switchover')
+        wait_for(lambda: w.resumed_after(t_routed), 15, 'writes through HAProxy after the switchover')
         time.sleep(2)
         sw_gap = w.gap_after(t0)
         healthy(c)
         leader = target
         t1 = time.monotonic()
         c.kill9_tree(leader)
-        wait_for(lambda: w.acked and w.acked[-1] > t1 + 0.1, 3 * ttl(c) + 30,
+        wait_for(lambda: w.resumed_after(t1 + 0.1), 3 * ttl(c) + 30,
                  'writes through HAProxy after the node loss')
         time.sleep(2)
         fo_gap = w.gap_after(t1)
@@ -717,29 +636,14 @@ def test_haproxy(cl, tmp_path):
              '(ttl %d s); %d writes, %d errors' % (sw_gap, fo_gap, ttl(c), len(w.acked), w.errors))
         assert sw_gap < 10, sw_gap
         assert fo_gap < 3 * ttl(c) + 10, fo_gap
-        assert _try_scalar(wport, 'SELECT pg_is_in_recovery()') is False
+        assert haproxy_tools.try_scalar(wport, 'SELECT pg_is_in_recovery()') is False
+        assert haproxy_tools.try_scalar(rport, 'SELECT pg_is_in_recovery()') is True
     finally:
         if w is not None:
-            w.stop.set()
-            w.t.join(10)
-        hp.terminate()
-        try:
-            hp.wait(10)
-        except subprocess.TimeoutExpired:
-            hp.kill()
+            w.stop()
+        hp.stop()
+    # the lost node comes back (as healthy_start would do it)
+    for m in MEMBERS:
+        if not c.m(m).launcher_alive():
+            c.start_member(m, wait=False)
     healthy(c, timeout=120)
-
-
-def _try_scalar(port, sql):
-    try:
-        conn = pg_connect(port, timeout=2)
-    except psycopg2.Error:
-        return None
-    try:
-        cur = conn.cursor()
-        cur.execute(sql)
-        return cur.fetchone()[0]
-    except psycopg2.Error:
-        return None
-    finally:
-        conn.close()
