@@ -88,3 +88,18 @@ hapg_metrics_count_api(HapgMetrics *m, HapgApiVerb verb, long code,
 	if (code >= 200 && code < 500)
 		m->last_api_success_unix = now_unix;
 }
+
+/*
+ * An election this member stands in (it published a candidacy) is settled
+ * once the Lease has a holder: 1 if it is this member (won), -1 if another
+ * (lost), 0 while unsettled or when not standing.  Clears *standing once
+ * settled, so each election counts once.
+ */
+int
+hapg_election_settled(bool *standing, const char *holder, const char *me)
+{
+	if (!*standing || holder == NULL || holder[0] == '\0')
+		return 0;
+	*standing = false;
+	return strcmp(holder, me) == 0 ? 1 : -1;
+}

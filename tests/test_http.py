@@ -413,6 +413,51 @@ def _longest_without(seen):
     return longest
 
 
+def probe(c, member, what, **env):
+    """kubernetes/hapg-probe ready|live for a member, as the kubelet runs
+    it in the container (user postgres, PGDATA); (exit code, line)."""
+    e = {'PATH': '/usr/bin:/bin', 'PGDATA': c.m(member).datadir, 'LC_ALL': 'C.UTF-8'}
+    e.update(env)
+    r = subprocess.run(['runuser', '-u', 'postgres', '--', '/usr/bin/env'] +
+                       ['%s=%s' % kv for kv in e.items()] +
+                       ['/usr/bin/python3', os.path.join(ROOT, 'kubernetes', 'hapg-probe'), what],
+                       capture_output=True, text=True, timeout=30)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def test_probe_asks_the_endpoint(cl):
+    """hapg-probe judges by the endpoint's /readiness and /liveness (found
+    through PGDATA/hapg.http): ready and alive on a healthy cluster; with
+    the replica's hapg worker stopped (SIGSTOP), live fails with the
+    endpoint's reason ('stalled'), and passes again once it runs."""
+    c = cl
+    leader = healthy(c)
+    for m in MEMBERS:
+        with open(os.path.join(c.m(m).datadir, 'hapg.http')) as f:
+            port, host, pid, scheme = f.read().split()
+        assert int(port) == c.m(m).http_port and host == '127.0.0.1' and scheme == 'http'
+        assert int(pid) == http_worker_pid(c, m)
+        code, line = probe(c, m, 'ready')
+        assert code == 0, line
+        assert line == 'ready: ' + get(c, m, '/readiness')[1]['reason']
+        code, line = probe(c, m, 'live')
+        assert code == 0 and line.startswith("alive: hapg's last report"), line
+    r = replicas_of(leader)[0]
+    pid = c.worker_pid(r)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: probe(c, r, 'live', HAPG_PROBE_STALL='2')[0] == 1, 20,
+                 'liveness to fail with the worker stopped')
+        code, line = probe(c, r, 'live', HAPG_PROBE_STALL='2')
+        assert 'stalled' in line and 'limit 2 s' in line, line
+        assert get(c, r, '/liveness?stall=2')[0] == 503
+        assert get(c, r, '/liveness')[0] == 200      # the default limit is 60 s
+        assert get(c, r, '/liveness?stall=x')[0] == 400
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: probe(c, r, 'live', HAPG_PROBE_STALL='2')[0] == 0, 20, 'liveness to pass again')
+
+
 # ------------------------------------------------------------------ metrics
 
 def test_metrics(cl):

@@ -350,6 +350,20 @@ TEST(metrics_text)
 	free(b.data);
 }
 
+TEST(elections)
+{
+	bool		standing = false;
+
+	CHECK(hapg_election_settled(&standing, "pg-1", "pg-1") == 0);	/* not standing */
+	standing = true;
+	CHECK(hapg_election_settled(&standing, "", "pg-1") == 0 && standing);	/* unsettled */
+	CHECK(hapg_election_settled(&standing, NULL, "pg-1") == 0 && standing);
+	CHECK(hapg_election_settled(&standing, "pg-1", "pg-1") == 1 && !standing);
+	CHECK(hapg_election_settled(&standing, "pg-1", "pg-1") == 0);	/* counted once */
+	standing = true;
+	CHECK(hapg_election_settled(&standing, "pg-2", "pg-1") == -1 && !standing);
+}
+
 void
 run_http_tests(void)
 {
@@ -362,4 +376,5 @@ run_http_tests(void)
 	RUN(json_and_buffer);
 	RUN(counters);
 	RUN(metrics_text);
+	RUN(elections);
 }
