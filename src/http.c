@@ -15,7 +15,8 @@
  * in them can raise an ERROR.
  *
  * Bounded: at most hapg.http_max_connections connections (more wait in the
- * listen backlog), each closed after hapg.http_timeout of inactivity, each
+ * listen backlog), each closed after hapg.http_timeout of inactivity or
+ * when its request has not fully arrived in that time, each
  * with HTTP_CONN_MEMORY bytes for its request (longer headers get 431),
  * no request body accepted.
  */
@@ -76,6 +77,18 @@ typedef struct HapgHttpSettings
 	int			timeout_s;
 } HapgHttpSettings;
 
+/*
+ * One open connection: since when it waits for a request that has not
+ * fully arrived (0: a request is being answered).  A client that sends its
+ * request more slowly than hapg.http_timeout (a "slowloris") is cut off:
+ * libmicrohttpd's own timeout only counts silence.
+ */
+typedef struct ConnSlot
+{
+	struct MHD_Connection *conn;	/* NULL: free */
+	int64		waiting_since_ms;
+} ConnSlot;
+
 /* This worker's state, passed to every callback. */
 typedef struct HttpServer
 {
@@ -90,6 +103,10 @@ typedef struct HttpServer
 	int64		view_ms;		/* when the view was taken; 0: never */
 	int64		last_log_ms;
 	int			log_dropped;
+	ConnSlot   *slots;			/* max_connections per daemon */
+	int			nslots;
+	int64		cut_off;		/* slow requests cut off, not yet logged */
+	int64		cut_logged_ms;
 } HttpServer;
 
 static HapgHttpSettings http_settings;
@@ -247,7 +264,7 @@ define_settings(void)
 							NULL, &http_settings.max_connections, 64, 1, 10000, PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("hapg.http_timeout",
-							"An HTTP connection idle this long is closed.",
+							"An HTTP connection idle this long, or whose request has not fully arrived in this time, is closed.",
 							NULL, &http_settings.timeout_s, 10, 1, 3600, PGC_POSTMASTER, GUC_UNIT_S,
 							NULL, NULL, NULL);
 }
@@ -416,6 +433,93 @@ mhd_logger(void *cls, const char *fmt, va_list ap)
 	srv->last_log_ms = now;
 }
 
+/* A connection opens (take a slot) or closes (free it). */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	HttpServer *srv = cls;
+	ConnSlot   *slot = *socket_context;
+	int			i;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		*socket_context = NULL;
+		for (i = 0; i < srv->nslots; i++)
+			if (srv->slots[i].conn == NULL)
+			{
+				srv->slots[i].conn = conn;
+				srv->slots[i].waiting_since_ms = hapg_mono_ms();
+				*socket_context = &srv->slots[i];
+				return;
+			}
+		return;
+	}
+	if (slot != NULL)
+		slot->conn = NULL;
+	*socket_context = NULL;
+}
+
+/* The slot of a connection, or NULL. */
+static ConnSlot *
+slot_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? (ConnSlot *) ci->socket_context : NULL;
+}
+
+/* A request was answered: the connection waits for the next one (keep-alive). */
+static void
+on_completed(void *cls pg_attribute_unused(), struct MHD_Connection *conn,
+			 void **con_cls pg_attribute_unused(),
+			 enum MHD_RequestTerminationCode toe pg_attribute_unused())
+{
+	ConnSlot   *slot = slot_of(conn);
+
+	if (slot != NULL)
+		slot->waiting_since_ms = hapg_mono_ms();
+}
+
+/*
+ * Cut off every connection whose request has not fully arrived within
+ * hapg.http_timeout: shut its socket down, and libmicrohttpd closes it at
+ * its next run.  Logged at most every LOG_EVERY_MS.
+ */
+static void
+cut_off_slow_requests(HttpServer *srv)
+{
+	int64		now = hapg_mono_ms();
+	int64		limit = http_settings.timeout_s * 1000L;
+	int			i;
+
+	for (i = 0; i < srv->nslots; i++)
+	{
+		ConnSlot   *slot = &srv->slots[i];
+		const union MHD_ConnectionInfo *ci;
+
+		if (slot->conn == NULL || slot->waiting_since_ms == 0 ||
+			now - slot->waiting_since_ms < limit)
+			continue;
+		ci = MHD_get_connection_info(slot->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (ci != NULL)
+			(void) shutdown(ci->connect_fd, SHUT_RDWR);
+		slot->waiting_since_ms = 0;
+		srv->cut_off++;
+	}
+	if (srv->cut_off > 0 && now - srv->cut_logged_ms >= LOG_EVERY_MS)
+	{
+		ereport(LOG,
+				(errmsg("hapg http: closed %lld connection%s whose request did not arrive within %d s",
+						(long long) srv->cut_off, srv->cut_off == 1 ? "" : "s",
+						http_settings.timeout_s),
+				 errhint("Slow or stuck clients; hapg.http_timeout sets the limit.")));
+		srv->cut_off = 0;
+		srv->cut_logged_ms = now;
+	}
+}
+
 /* Queue a response made from a malloc'd buffer (taken over by libmicrohttpd). */
 static enum MHD_Result
 respond(struct MHD_Connection *conn, int status, const char *ctype, char *body,
@@ -459,6 +563,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	const char *stall;
 	bool		options = strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0;
 	bool		head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+	ConnSlot   *slot = slot_of(conn);
+
+	if (slot != NULL)
+		slot->waiting_since_ms = 0;		/* the request has arrived */
 
 	if (!options && !head && strcmp(method, MHD_HTTP_METHOD_GET) != 0)
 	{
@@ -544,7 +652,7 @@ static bool
 start_daemon(HttpServer *srv, const struct sockaddr *addr, bool ipv6)
 {
 	unsigned int flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
-	struct MHD_OptionItem opts[12];
+	struct MHD_OptionItem opts[16];
 	int			n = 0;
 	struct MHD_Daemon *d;
 
@@ -564,6 +672,8 @@ start_daemon(HttpServer *srv, const struct sockaddr *addr, bool ipv6)
 	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_CONNECTION_TIMEOUT, http_settings.timeout_s, NULL};
 	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY, NULL};
 	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_LISTEN_BACKLOG_SIZE, HTTP_BACKLOG, NULL};
+	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t) on_connection, srv};
+	opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t) on_completed, srv};
 	if (addr)
 		opts[n++] = (struct MHD_OptionItem) {MHD_OPTION_SOCK_ADDR, 0, (void *) addr};
 	if (srv->cert)
@@ -751,7 +861,7 @@ wait_for_clients(HttpServer *srv)
 {
 	WaitEventSet *set;
 	WaitEvent	occurred[HTTP_MAX_DAEMONS + 2];
-	long		timeout_ms = 1000;
+	long		timeout_ms = 500;	/* also the pace of cut_off_slow_requests */
 	int			i;
 
 	set = CreateWaitEventSet(CurrentMemoryContext, 2 + srv->ndaemons);
@@ -791,6 +901,8 @@ hapg_http_main(Datum arg pg_attribute_unused())
 	srv = MemoryContextAllocZero(TopMemoryContext, sizeof(HttpServer));
 	srv->shared = MemoryContextAllocZero(TopMemoryContext, sizeof(HapgShared));
 	srv->view = MemoryContextAllocZero(TopMemoryContext, sizeof(HapgHttpView));
+	srv->nslots = http_settings.max_connections * HTTP_MAX_DAEMONS;
+	srv->slots = MemoryContextAllocZero(TopMemoryContext, sizeof(ConnSlot) * srv->nslots);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "hapg http loop", ALLOCSET_DEFAULT_SIZES);
 	start_daemons(srv);
 	on_proc_exit(remove_endpoint_file, (Datum) 0);
@@ -826,6 +938,7 @@ hapg_http_main(Datum arg pg_attribute_unused())
 			take_snapshot(srv);
 		for (i = 0; i < srv->ndaemons; i++)
 			(void) MHD_run(srv->daemons[i]);
+		cut_off_slow_requests(srv);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(loop_cxt);
 	}
