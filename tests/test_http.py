@@ -26,6 +26,7 @@ import threading
 import time
 
 import psycopg2
+import pytest
 
 import haproxy_tools
 from harness import children_of, lsn_to_int, proc_memory, wait_for
@@ -456,6 +457,55 @@ def test_probe_asks_the_endpoint(cl):
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_for(lambda: probe(c, r, 'live', HAPG_PROBE_STALL='2')[0] == 0, 20, 'liveness to pass again')
+
+
+def test_tls(cl, tmp_path):
+    """hapg.http_ssl_cert_file / _key_file (reloadable): the endpoint then
+    serves HTTPS only, with that certificate; the probe follows (PGDATA/
+    hapg.http says https); without them it is plain HTTP again."""
+    import ssl
+    c = cl
+    leader = healthy(c)
+    r = replicas_of(leader)[0]
+    m = c.m(r)
+    cert, key = os.path.join(m.dir, 'http.crt'), os.path.join(m.dir, 'http.key')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+                    '-subj', '/CN=127.0.0.1', '-keyout', key, '-out', cert],
+                   check=True, capture_output=True, timeout=60)
+    shutil.chown(cert, 'postgres')
+    shutil.chown(key, 'postgres')
+    os.chmod(key, 0o600)
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.check_hostname = False
+
+    def https_status(path):
+        conn = http.client.HTTPSConnection('127.0.0.1', m.http_port, timeout=3, context=ctx)
+        try:
+            conn.request('GET', path)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    def https_ok():
+        try:
+            return https_status('/replica') == 200
+        except (OSError, ssl.SSLError, http.client.HTTPException):
+            return False
+    c.reload(r, {'hapg.http_ssl_cert_file': cert, 'hapg.http_ssl_key_file': key})
+    try:
+        wait_for(https_ok, 20, '%s to serve HTTPS' % r)
+        assert https_status('/primary') == 503
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            get(c, r, '/replica')          # plain HTTP is not served any more
+        with open(os.path.join(m.datadir, 'hapg.http')) as f:
+            assert f.read().split()[3] == 'https'
+        code, line = probe(c, r, 'ready')
+        assert code == 0 and line.startswith('ready: a replica streaming'), line
+    finally:
+        m.overrides.clear()
+        c._write_overrides(m)
+        c.reload(r, {})
+    wait_status(c, r, '/replica', 200, timeout=20)
 
 
 # ------------------------------------------------------------------ metrics
