@@ -58,6 +58,7 @@
 #define SNAPSHOT_MS 50			/* answers are at most this stale */
 #define LOG_EVERY_MS 10000		/* libmicrohttpd's own messages, rate-limited */
 #define HAPG_HTTP_FILE "hapg.http"	/* in PGDATA: where the endpoint listens */
+#define FENCES_SUFFIX ".hapg-fences"	/* PGDATA + this: fences counted on this volume */
 
 /* The shared counters (written by the main worker, read here). */
 typedef struct HapgHttpShared
@@ -136,8 +137,25 @@ http_shmem_startup(void)
 	http_shared = ShmemInitStruct("hapg http", sizeof(HapgHttpShared), &found);
 	if (!found)
 	{
+		FILE	   *f;
+		unsigned long long n = 0;
+		char		path[MAXPGPATH];
+
 		memset(http_shared, 0, sizeof(HapgHttpShared));
 		SpinLockInit(&http_shared->mutex);
+		/*
+		 * A fence stops the server: its count outlives it next to the data
+		 * directory (as the launcher's rejoin stash does), where neither
+		 * pg_rewind nor a clone replaces it.
+		 */
+		snprintf(path, sizeof(path), "%s" FENCES_SUFFIX, DataDir);
+		f = AllocateFile(path, "r");
+		if (f != NULL)
+		{
+			if (fscanf(f, "%llu", &n) == 1)
+				http_shared->metrics.fencing_events = n;
+			FreeFile(f);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -198,17 +216,37 @@ hapg_metrics_loop(double seconds)
 	SpinLockRelease(&http_shared->mutex);
 }
 
+/* Keep the fence count in PGDATA.hapg-fences (the fence stops this server). */
+static void
+save_fences(uint64 n)
+{
+	char		path[MAXPGPATH];
+	char		tmp[MAXPGPATH + 8];
+	FILE	   *f;
+
+	snprintf(path, sizeof(path), "%s" FENCES_SUFFIX, DataDir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = AllocateFile(tmp, "w");
+	if (f == NULL || fprintf(f, "%llu\n", (unsigned long long) n) < 0 ||
+		FreeFile(f) != 0 || rename(tmp, path) != 0)
+		ereport(LOG, (errcode_for_file_access(),
+					  errmsg("hapg http: could not write \"%s\": %m", path),
+					  errhint("The fence count then restarts with the server.")));
+}
+
 /* A fence, an election's outcome, a watch opened again. */
 void
 hapg_metrics_event(HapgMetricEvent ev)
 {
+	uint64		fences = 0;
+
 	if (!counters_attached())
 		return;
 	SpinLockAcquire(&http_shared->mutex);
 	switch (ev)
 	{
 		case HAPG_EV_FENCE:
-			http_shared->metrics.fencing_events++;
+			fences = ++http_shared->metrics.fencing_events;
 			break;
 		case HAPG_EV_ELECTION_WON:
 			http_shared->metrics.elections_won++;
@@ -221,6 +259,8 @@ hapg_metrics_event(HapgMetricEvent ev)
 			break;
 	}
 	SpinLockRelease(&http_shared->mutex);
+	if (fences > 0)
+		save_fences(fences);
 }
 
 /* ---------------------------------------------------------------- settings */

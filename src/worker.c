@@ -13,6 +13,7 @@
  * All per-cycle allocations go into a memory context reset every iteration.
  */
 #include "hapg.h"
+#include "http.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -101,6 +102,7 @@ static char candidacy_term[HAPG_RV_LEN];	/* term of my published candidacy */
 static int64 candidacy_sent_ms;
 static uint64 candidacy_lsn;
 static bool fenced;				/* the postmaster was told to stop */
+static bool election_standing;	/* a candidacy published, its election unsettled (metrics) */
 static bool handing_over;		/* stopping for a hand-over; the child releases */
 static int64 handover_not_before_ms;	/* let a local caller get its answer first */
 static char switchover_wait_why[HAPG_MSG_LEN];	/* last logged reason to wait */
@@ -760,6 +762,7 @@ publish_candidacy(const HapgDecision *d)
 
 		strlcpy(candidacy_term, d->term, sizeof(candidacy_term));
 		candidacy_sent_ms = hapg_mono_ms();
+		election_standing = true;
 		candidacy_lsn = local.lsn;
 		hapg_format_lsn(local.lsn, lsn, sizeof(lsn));
 		ereport(LOG,
@@ -815,6 +818,7 @@ fence(const char *reason, bool immediate)
 	char	   *source = leader_conninfo();
 
 	hapg_fence(reason, source, immediate);
+	hapg_metrics_event(HAPG_EV_FENCE);
 	fenced = true;
 	current_role = HAPG_ROLE_UNLEASED_PRIMARY;
 }
@@ -1711,6 +1715,16 @@ run_cycle(void)
 		hapg_mark_joined(cfg.cluster);
 
 	run_lease_protocol(pod_exists);
+	switch (hapg_election_settled(&election_standing,
+								  lease.info.view.exists ? lease.info.view.holder : "", cfg.member))
+	{
+		case 1:
+			hapg_metrics_event(HAPG_EV_ELECTION_WON);
+			break;
+		case -1:
+			hapg_metrics_event(HAPG_EV_ELECTION_LOST);
+			break;
+	}
 	if (!fenced)
 		run_switchover();
 	if (fenced)
@@ -1856,6 +1870,7 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 		{
 			wake_cycle = false;
 			run_cycle();
+			hapg_metrics_loop((hapg_mono_ms() - now) / 1000.0);
 			now = hapg_mono_ms();
 			next_cycle = now + cfg.loop_wait * 1000L;
 		}

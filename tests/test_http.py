@@ -316,14 +316,14 @@ def test_replica_api_cut(cl):
 
 
 def test_leader_api_cut_fences(cl):
-    """The leader cut off from the API: /primary turns 503 (no valid Lease)
-    or the connection is refused (fenced: PostgreSQL stopped) before the
-    ttl runs out, before any other member answers 200 on /primary; a new
-    leader answers 200 after it; /metrics of the fenced member's next
-    start counts... (counters live in shared memory: a fence restarts the
-    server, so the count is checked on the new leader's election instead)."""
+    """The leader cut off from the API: it leaves /primary (503: no valid
+    Lease, or the connection refused: fenced, PostgreSQL stopped) within
+    the ttl, before any other member answers 200 there; never do two
+    members answer 200 at once; the new leader counts the election it won,
+    the old one its fence (the count outlives the fence's restart)."""
     c = cl
     leader = healthy(c)
+    fences_before = metric(metrics(c, leader)[0], 'hapg_fencing_events_total')
     others = replicas_of(leader)
     won_before = {m: metric(metrics(c, m)[0], 'hapg_elections_won_total') for m in others}
     seen = []
@@ -358,6 +358,9 @@ def test_leader_api_cut_fences(cl):
     wait_for(lambda: metric(metrics(c, new)[0], 'hapg_elections_won_total') > won_before[new],
              10, 'the new leader to count its election')
     healthy(c, timeout=120)
+    assert metric(metrics(c, leader)[0], 'hapg_fencing_events_total') == fences_before + 1
+    loser = [m for m in others if m != new][0]
+    assert metric(metrics(c, loser)[0], 'hapg_elections_lost_total') >= 1
 
 
 def test_switchover(cl):
