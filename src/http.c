@@ -423,7 +423,7 @@ take_snapshot(HttpServer *srv)
 	v->nmembers = Min(s->nmembers, HAPG_MAX_MEMBERS);
 	for (i = 0; i < v->nmembers; i++)
 	{
-		const HapgMemberRow *r = &s->members[i];
+		const HapgMemberView *r = &s->members[i];
 		HapgHttpMember *m = &v->members[i];
 
 		strlcpy(m->name, r->name, sizeof(m->name));
