@@ -904,7 +904,11 @@ wait_for_clients(HttpServer *srv)
 	long		timeout_ms = 500;	/* also the pace of cut_off_slow_requests */
 	int			i;
 
+#if PG_VERSION_NUM >= 170000
+	set = CreateWaitEventSet(NULL, 2 + srv->ndaemons);	/* 17 takes a resource owner */
+#else
 	set = CreateWaitEventSet(CurrentMemoryContext, 2 + srv->ndaemons);
+#endif
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < srv->ndaemons; i++)
