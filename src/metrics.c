@@ -16,7 +16,7 @@ const double hapg_loop_seconds_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 const int	hapg_loop_seconds_nbounds = sizeof(hapg_loop_seconds_bounds) / sizeof(double);
 
 static const char *const verb_names[HAPG_VERB_COUNT] = {
-	"GET", "PUT", "POST", "PATCH", "DELETE", "WATCH", "OTHER"
+	"GET", "PUT", "POST", "PATCH", "DELETE", "OTHER"
 };
 
 /* The verb label of an HTTP method, as Kubernetes clients count them. */
