@@ -18,9 +18,9 @@ REGRESS_OPTS = --inputdir=$(srcdir)/tests/regress --temp-config=$(srcdir)/tests/
 PG_CONFIG ?= pg_config
 PKG_CONFIG ?= pkg-config
 
-PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -DHAPG_VERSION=\"$(EXTVERSION)\" $(shell $(PKG_CONFIG) --cflags libcurl json-c)
+PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -DHAPG_VERSION=\"$(EXTVERSION)\" $(shell $(PKG_CONFIG) --cflags libcurl json-c libmicrohttpd)
 PG_CFLAGS = -Wall -Wextra
-SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c)
+SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c libmicrohttpd)
 
 EXTRA_CLEAN = tests/unit/test_unit tests/unit/*.o tests/regress/results tests/regress/regression.diffs tests/regress/regression.out
 

@@ -35,6 +35,8 @@ HAPG_RUN_DIR        Unix sockets, the replication passfile (replication.pgpass)
                     several "pods" share a file system, as in the simulation)
 HAPG_PORT           the port PostgreSQL listens on (default 5432)
 HAPG_LISTEN_ADDRESSES  listen_addresses (default '*')
+HAPG_HTTP_PORT      hapg.http_port, the port of hapg's HTTP endpoint (health
+                    checks, /metrics); unset: the ConfigMap's, else 8008
 KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT  the API server (in-cluster),
                     or HAPG_KUBERNETES_URL (also written as hapg.kubernetes_url)
 HAPG_INITDB_ARGS    extra initdb arguments (default "--encoding=UTF8 --locale=C.UTF-8")
@@ -618,6 +620,8 @@ def config_text(s):
     ]
     if s.env.get("HAPG_KUBERNETES_URL"):
         pod.append(("hapg.kubernetes_url", s.kubernetes_url))
+    if s.env.get("HAPG_HTTP_PORT"):
+        pod.append(("hapg.http_port", str(int(number(s.env, "HAPG_HTTP_PORT")))))
     if os.path.exists(s.hba_path):
         pod.append(("hba_file", s.hba_path))
     lines += ["%s = %s" % (k, conf_quote(v)) for k, v in pod]

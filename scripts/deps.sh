@@ -6,7 +6,7 @@
 # libkrb5-dev: PostgreSQL's libpq/libpq-be.h (the client connection, src/commitguard.c) includes gssapi.h
 HAPG_DEBS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
            pkg-config make gcc python3 python3-psycopg2 python3-pytest patroni openssl
-           procps python3-yaml iproute2 libkrb5-dev)
+           procps python3-yaml iproute2 libkrb5-dev libmicrohttpd-dev haproxy prometheus)
 
 hapg_install_deps() {
     if [ "$(id -u)" != 0 ]; then

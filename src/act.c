@@ -10,6 +10,7 @@
  * prints it with what each does.
  */
 #include "worker.h"
+#include "http.h"
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -101,6 +102,7 @@ fence(HapgWorker *w, const char *reason, bool immediate)
 	w->fenced = true;
 	hapg_publish_writable(w, false);
 	hapg_fence(reason, hapg_holder_conninfo(w), immediate);
+	hapg_metrics_event(HAPG_EV_FENCE);
 	w->role = HAPG_ROLE_UNLEASED_PRIMARY;
 }
 

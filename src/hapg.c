@@ -8,6 +8,7 @@
  * lives in shared memory sized at start-up.
  */
 #include "hapg.h"
+#include "http.h"
 
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -48,6 +49,7 @@ _PG_init(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("hapg must be loaded via shared_preload_libraries"),
 				 errhint("Add 'hapg' to shared_preload_libraries in postgresql.conf, set hapg.cluster_name, and restart the server.")));
+	hapg_http_init(HAPG_LIBRARY_NAME);	/* before the hapg prefix is reserved */
 	hapg_define_settings();
 	hapg_commitguard_init();
 	hapg_startup_guard();

@@ -13,6 +13,7 @@
  */
 #include "hapg.h"
 #include "kube.h"
+#include "http.h"
 
 #include <sys/stat.h>
 #include <sys/select.h>
@@ -45,6 +46,7 @@ struct KubeWatch
 	void	   *arg;
 	char		error[HAPG_MSG_LEN];
 	long		status;
+	bool		started;		/* opened at least once: a new start is a reconnect */
 };
 
 static CURL *req_easy;
@@ -331,6 +333,9 @@ kube_request(const char *method, const char *path, const char *content_type,
 		curl_easy_setopt(req_easy, CURLOPT_ERRORBUFFER, NULL);
 		curl_slist_free_all(headers);
 		resp->seconds = (hapg_mono_ms() - start) / 1000.0;
+		if (rc == CURLE_OK)
+			curl_easy_getinfo(req_easy, CURLINFO_RESPONSE_CODE, &resp->status);
+		hapg_metrics_api_request(method, rc == CURLE_OK ? resp->status : 0, resp->seconds);
 
 		if (rc != CURLE_OK)
 		{
@@ -407,6 +412,9 @@ kube_watch_start(KubeWatch *w, const char *path, int timeout_s)
 	char		url[2048];
 
 	kube_watch_stop(w);
+	if (w->started)
+		hapg_metrics_event(HAPG_EV_WATCH_RECONNECT);
+	w->started = true;
 	if (watch_multi == NULL)
 		watch_multi = curl_multi_init();
 	w->easy = curl_easy_init();

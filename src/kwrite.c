@@ -219,6 +219,7 @@ hapg_publish_candidacy(HapgWorker *w, const HapgDecision *d)
 		return false;
 	strlcpy(w->candidacy_term, d->term, sizeof(w->candidacy_term));
 	w->candidacy_sent_ms = hapg_mono_ms();
+	w->election_standing = true;
 	w->candidacy_lsn = w->local.lsn;
 	hapg_format_lsn(w->local.lsn, lsn, sizeof(lsn));
 	ereport(LOG,

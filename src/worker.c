@@ -16,6 +16,7 @@
  * reset after every pass.
  */
 #include "worker.h"
+#include "http.h"
 
 #include "miscadmin.h"
 #include "access/xlog.h"
@@ -271,6 +272,24 @@ phase_publish(HapgWorker *w)
 	hapg_publish_shared(w);
 }
 
+/* An election this member stood in is settled by the Lease's holder (metrics). */
+static void
+count_election(HapgWorker *w)
+{
+	const HapgLeaseView *lv = &w->lease.info.view;
+
+	switch (hapg_election_settled(&w->election_standing, lv->exists ? lv->holder : "",
+								  w->cfg.member))
+	{
+		case 1:
+			hapg_metrics_event(HAPG_EV_ELECTION_WON);
+			break;
+		case -1:
+			hapg_metrics_event(HAPG_EV_ELECTION_LOST);
+			break;
+	}
+}
+
 /* One cycle: observe, decide, act, publish. */
 static void
 run_cycle(HapgWorker *w)
@@ -278,6 +297,7 @@ run_cycle(HapgWorker *w)
 	if (phase_observe(w))
 	{
 		phase_decide_and_act(w);
+		count_election(w);
 		if (!w->fenced)
 			hapg_run_switchover(w);
 		if (!w->fenced)
@@ -398,8 +418,11 @@ phase_cycle_if_due(HapgWorker *w)
 {
 	if (w->wake || hapg_mono_ms() >= w->next_cycle_ms)
 	{
+		int64		started = hapg_mono_ms();
+
 		w->wake = false;
 		run_cycle(w);
+		hapg_metrics_loop((hapg_mono_ms() - started) / 1000.0);
 		w->next_cycle_ms = hapg_mono_ms() + w->cfg.loop_wait * 1000L;
 	}
 	else if (w->pods.valid)

@@ -79,6 +79,7 @@ typedef struct HapgWorker
 	char		candidacy_term[HAPG_RV_LEN];	/* term of my published candidacy */
 	int64		candidacy_sent_ms;
 	uint64		candidacy_lsn;
+	bool		election_standing;	/* a candidacy published, its election unsettled (metrics) */
 	bool		fenced;			/* the postmaster was told to stop */
 	bool		handing_over;	/* stopping for a hand-over; the child releases */
 	int64		handover_not_before_ms; /* let a local caller get its answer first */

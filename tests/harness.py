@@ -684,6 +684,7 @@ class Member:
         self.token_file = os.path.join(cluster.base_dir, 'tokens', 'token-' + name)
         self.token = 'tok-%s-%s' % (name, os.urandom(4).hex())
         self.port = free_port()
+        self.http_port = free_port()    # hapg's HTTP endpoint (tests/test_http.py)
         self.api_port = None        # own API port (member_ports=True)
         self.launcher = None        # Popen of `runuser ... hapg-launcher` (launcher=True)
         self.overrides = {}
@@ -932,6 +933,8 @@ class Cluster:
             'hapg.role_label': self.role_label_name,
             'hapg.replication_conninfo': 'user=postgres',
             'wal_retrieve_retry_interval': '500ms',
+            'hapg.http_port': m.http_port,
+            'hapg.http_listen_addresses': '127.0.0.1',
         }
         conf.update(self.extra_conf)
         conf.update(self.member_conf.get(m.name, {}))

@@ -233,6 +233,7 @@ class World:
         _chown(os.path.join(self.base, 'launched'))
         self.fake_launcher = fake
         self.ports = {}
+        self.http_ports = {}     # hapg.http_port of each pod (HAPG_HTTP_PORT)
 
     def apply_rbac(self):
         """Our Role and RoleBinding in the double, if it serves RBAC (then it
@@ -288,6 +289,7 @@ class World:
             'status': {'phase': 'Running', 'podIP': '127.0.0.1'}})
         assert st in (201, 409), (st, out)
         self.ports.setdefault(name, harness.free_port())
+        self.http_ports.setdefault(name, harness.free_port())
 
     def env(self, name, **extra):
         d = self.pod_dir(name)
@@ -295,6 +297,7 @@ class World:
                'HAPG_SA_DIR': os.path.join(d, 'sa'), 'HAPG_CONFIG_DIR': os.path.join(d, 'config'),
                'HAPG_SECRETS_DIR': os.path.join(d, 'secrets'), 'PGDATA': self.pgdata(name),
                'PGBIN': PGBIN, 'HAPG_PORT': str(self.ports[name]),
+               'HAPG_HTTP_PORT': str(self.http_ports[name]),
                'HAPG_LISTEN_ADDRESSES': '127.0.0.1',
                'KUBERNETES_SERVICE_HOST': '127.0.0.1',
                'KUBERNETES_SERVICE_PORT': str(self.double.api_port),

@@ -82,9 +82,10 @@ def test_service_ports_reach_the_container(objs):
     ports = {p['name']: p['containerPort'] for p in container(objs)['ports']}
     for svc in [o for o in objs if o['kind'] == 'Service']:
         for p in svc['spec']['ports']:
-            assert p['port'] == 5432
+            assert p['port'] == ports.get(p['targetPort'], p['targetPort'])
             assert p['targetPort'] in ports or p['targetPort'] in ports.values(), svc['metadata']['name']
-    assert ports == {'postgresql': 5432}
+    # postgresql, and hapg's HTTP endpoint (tests/test_http_manifests.py)
+    assert ports == {'postgresql': 5432, 'http': 8008}
 
 
 def test_headless_service_is_the_statefulset_service(objs):
@@ -143,8 +144,9 @@ def test_probe_commands_are_in_the_image(objs):
     copies, final = containerfile_copies()
     c = container(objs)
     probes = [c.get('readinessProbe'), c.get('livenessProbe'), c.get('startupProbe')]
-    cmds = [p['exec']['command'] for p in probes if p]
-    assert [cmd[1:] for cmd in cmds[:2]] == [['ready'], ['live']]
+    # readiness is an httpGet of hapg's /readiness (tests/test_http_manifests.py)
+    cmds = [p['exec']['command'] for p in probes if p and 'exec' in p]
+    assert [cmd[1:] for cmd in cmds[:1]] == [['live']]
     for cmd in cmds:
         src = copies.get(cmd[0])
         assert src, '%s is not copied into the image by kubernetes/Containerfile' % cmd[0]

@@ -14,6 +14,7 @@ main(void)
 	run_commitrule_tests();
 	run_members_tests();
 	run_common_tests();
+	run_http_tests();
 	printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

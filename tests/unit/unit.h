@@ -34,5 +34,6 @@ extern void run_steer_tests(void);
 extern void run_commitrule_tests(void);
 extern void run_members_tests(void);
 extern void run_common_tests(void);
+extern void run_http_tests(void);
 
 #endif
