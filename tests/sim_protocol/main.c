@@ -6,7 +6,7 @@
  *		the closing line "N passed, N failed".
  *
  *	  sim_protocol [--steps N] [--seed S] [--soak]      the whole run
- *	  sim_protocol --one SEED [--no-guard] [--mutation fence-late|cas]
+ *	  sim_protocol --one SEED [--no-guard] [--mutation fence-late|cas|no-takeover]
  *	               [--observe-at-send] [--steps N]  one run, with its trace
  */
 #include "sim.h"
@@ -272,11 +272,12 @@ main(int argc, char **argv)
 		{
 			i++;
 			base.mutation = strcmp(argv[i], "fence-late") == 0 ? MUT_FENCE_LATE :
-				strcmp(argv[i], "cas") == 0 ? MUT_CAS_IGNORES_RV : MUT_NONE;
+				strcmp(argv[i], "cas") == 0 ? MUT_CAS_IGNORES_RV :
+				strcmp(argv[i], "no-takeover") == 0 ? MUT_NO_TAKEOVER : MUT_NONE;
 		}
 		else
 		{
-			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--no-pause] [--mutation fence-late|cas] [--observe-at-send] [--steps N]\n",
+			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--no-pause] [--mutation fence-late|cas|no-takeover] [--observe-at-send] [--steps N]\n",
 					argv[0]);
 			return 2;
 		}
@@ -337,6 +338,9 @@ main(int argc, char **argv)
 		c.mutation = MUT_CAS_IGNORES_RV;
 		expect_caught("mutation: CAS ignoring the resourceVersion is caught", &c, first, 20000000,
 					  "--mutation cas");
+		c.mutation = MUT_NO_TAKEOVER;
+		expect_caught("mutation: standbys never taking an expired Lease is caught (liveness)", &c,
+					  first, 20000000, "--mutation no-takeover");
 	}
 	{
 		SimConfig	c = base;

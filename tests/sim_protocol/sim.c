@@ -1232,6 +1232,12 @@ decide_and_act(Sim *s, int m)
 	}
 	fill_input(s, m, w->lease_known);
 	hapg_lease_decide(&w->in, d);
+	if (s->cfg.mutation == MUT_NO_TAKEOVER && d->action == HAPG_ACT_ACQUIRE && w->in.in_recovery)
+	{
+		d->action = HAPG_ACT_NONE;
+		d->role = HAPG_ROLE_REPLICA;
+		d->promote = false;
+	}
 	digest(s, (uint64_t) d->action * 7 + (uint64_t) m);
 	if (d->action == HAPG_ACT_NONE || d->action == HAPG_ACT_FENCE)
 	{
