@@ -260,6 +260,8 @@ main(int argc, char **argv)
 			base.commit_guard = false;
 		else if (strcmp(argv[i], "--whole-pauses") == 0)
 			base.whole_pauses_only = true;
+		else if (strcmp(argv[i], "--worker-stalls") == 0)
+			base.worker_stalls_only = true;
 		else if (strcmp(argv[i], "--no-pause") == 0)
 			base.no_pause = true;
 		else if (strcmp(argv[i], "--restart-without-wait") == 0)
@@ -277,7 +279,7 @@ main(int argc, char **argv)
 		}
 		else
 		{
-			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--no-pause] [--mutation fence-late|cas|no-takeover] [--observe-at-send] [--steps N]\n",
+			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--worker-stalls] [--no-pause] [--mutation fence-late|cas|no-takeover] [--observe-at-send] [--steps N]\n",
 					argv[0]);
 			return 2;
 		}
@@ -322,8 +324,10 @@ main(int argc, char **argv)
 		expect_caught("without the commit guard a leader SIGSTOPped past its ttl and resumed is caught (issue 9)",
 					  &c, first, 20000000, "--no-guard --whole-pauses");
 		c.whole_pauses_only = false;
+		c.worker_stalls_only = true;
 		expect_caught("without the commit guard a leader whose worker stalls past its ttl is caught (issue 9)",
-					  &c, first, 20000000, "--no-guard");
+					  &c, first, 20000000, "--no-guard --worker-stalls");
+		c.worker_stalls_only = false;
 		c.commit_guard = false;
 		c.no_pause = true;
 		expect_safe("without the commit guard and without pauses", &c, first + 1000000,

@@ -1959,12 +1959,15 @@ inject_fault(Sim *s)
 		kind = 2;
 	if (s->cfg.whole_pauses_only && kind == 1)
 		kind = 0;
+	if (s->cfg.worker_stalls_only && kind == 0)
+		kind = 1;
 	switch (kind)
 	{
 		case 0:					/* SIGSTOP of the whole member, any length */
 			{
 				int64_t		d = rng_permille(&s->rng, 500) ? rng_range(&s->rng, 1, 3000) :
-					rng_range(&s->rng, ttl_ms / 2, 3 * ttl_ms);
+					rng_permille(&s->rng, 800) ? rng_range(&s->rng, ttl_ms / 2, 3 * ttl_ms) :
+					rng_range(&s->rng, 3 * ttl_ms, 20 * ttl_ms);
 
 				mb->paused_until = s->t + d;
 				ev_push(s, mb->paused_until, EV_RESUME, m, 0, 0);

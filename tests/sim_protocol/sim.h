@@ -40,6 +40,7 @@ typedef struct SimConfig
 	bool		trace;			/* keep the last lines of the run's trace */
 	bool		no_pause;		/* leave out pauses (to isolate other faults) */
 	bool		whole_pauses_only;	/* pauses stop the whole member, never only the worker */
+	bool		worker_stalls_only; /* pauses stop only the worker, never the server */
 } SimConfig;
 
 /* What one run found. */
