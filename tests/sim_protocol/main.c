@@ -6,7 +6,7 @@
  *		the closing line "N passed, N failed".
  *
  *	  sim_protocol [--steps N] [--seed S] [--soak]      the whole run
- *	  sim_protocol --one SEED [--no-guard] [--mutation fence-late|cas|no-takeover]
+ *	  sim_protocol --one SEED [--no-guard] [--mutation fence-late|cas|no-takeover|promoting-forgets]
  *	               [--observe-at-send] [--steps N]  one run, with its trace
  */
 #include "sim.h"
@@ -275,11 +275,12 @@ main(int argc, char **argv)
 			i++;
 			base.mutation = strcmp(argv[i], "fence-late") == 0 ? MUT_FENCE_LATE :
 				strcmp(argv[i], "cas") == 0 ? MUT_CAS_IGNORES_RV :
-				strcmp(argv[i], "no-takeover") == 0 ? MUT_NO_TAKEOVER : MUT_NONE;
+				strcmp(argv[i], "no-takeover") == 0 ? MUT_NO_TAKEOVER :
+				strcmp(argv[i], "promoting-forgets") == 0 ? MUT_PROMOTING_FORGETS : MUT_NONE;
 		}
 		else
 		{
-			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--worker-stalls] [--no-pause] [--mutation fence-late|cas|no-takeover] [--observe-at-send] [--steps N]\n",
+			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--worker-stalls] [--no-pause] [--mutation fence-late|cas|no-takeover|promoting-forgets] [--observe-at-send] [--steps N]\n",
 					argv[0]);
 			return 2;
 		}
@@ -342,6 +343,12 @@ main(int argc, char **argv)
 		c.mutation = MUT_CAS_IGNORES_RV;
 		expect_caught("mutation: CAS ignoring the resourceVersion is caught", &c, first, 20000000,
 					  "--mutation cas");
+		c.mutation = MUT_PROMOTING_FORGETS;
+		c.commit_guard = false;
+		c.no_pause = true;
+		expect_caught("without the commit guard, lease.c before its fix (a promoting winner cut off from the API never fences): caught",
+					  &c, first + 1000000, 60000000, "--mutation promoting-forgets --no-guard --no-pause");
+		c = base;
 		c.mutation = MUT_NO_TAKEOVER;
 		expect_caught("mutation: standbys never taking an expired Lease is caught (liveness)", &c,
 					  first, 20000000, "--mutation no-takeover");

@@ -1232,6 +1232,12 @@ decide_and_act(Sim *s, int m)
 	}
 	fill_input(s, m, w->lease_known);
 	hapg_lease_decide(&w->in, d);
+	if (s->cfg.mutation == MUT_PROMOTING_FORGETS && !w->in.lease.known && w->in.promoting &&
+		w->in.in_recovery && d->role == HAPG_ROLE_LEADER)
+	{
+		d->role = HAPG_ROLE_REPLICA;
+		d->wake_in_ms = -1;
+	}
 	if (s->cfg.mutation == MUT_NO_TAKEOVER && d->action == HAPG_ACT_ACQUIRE && w->in.in_recovery)
 	{
 		d->action = HAPG_ACT_NONE;
@@ -1239,6 +1245,9 @@ decide_and_act(Sim *s, int m)
 		d->promote = false;
 	}
 	digest(s, (uint64_t) d->action * 7 + (uint64_t) m);
+	if (d->action != HAPG_ACT_NONE || w->was_leader)
+		trace(s, "%s decides %s: %s (known %d)", mb->name, hapg_action_name(d->action),
+			  d->reason ? d->reason : "", (int) w->lease_known);
 	if (d->action == HAPG_ACT_NONE || d->action == HAPG_ACT_FENCE)
 	{
 		protocol_done(s, m);

@@ -24,7 +24,9 @@ typedef enum SimMutation
 	MUT_NONE = 0,
 	MUT_FENCE_LATE,				/* the leader fences one second late */
 	MUT_CAS_IGNORES_RV,			/* the API server accepts any resourceVersion */
-	MUT_NO_TAKEOVER				/* a standby never takes an expired Lease */
+	MUT_NO_TAKEOVER,			/* a standby never takes an expired Lease */
+	MUT_PROMOTING_FORGETS		/* lease.c before the fix: a promoting winner that
+								 * cannot read the API forgets it leads */
 } SimMutation;
 
 /* How one run is set up; everything else comes from the seed. */
