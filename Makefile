@@ -7,10 +7,13 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 DATA = sql/$(EXTENSION)--$(EXTVERSION).sql
 PGFILEDESC = "hapg - high availability for PostgreSQL on Kubernetes"
 
-# pg_regress tests: they need shared_preload_libraries, so they run on a
-# temporary instance configured by test/regress.conf (see "make regress-temp").
-REGRESS = install settings views no_api steer
-REGRESS_OPTS = --temp-config=$(srcdir)/tests/regress.conf
+# pg_regress tests, tests/regress/sql/*.sql against tests/regress/expected/
+# (run in name order: install.sql creates the extension first).  They need
+# shared_preload_libraries, so they run on a temporary instance configured by
+# tests/regress/regress.conf (see "make regress-temp").
+REGRESS_TESTS = $(wildcard tests/regress/sql/*.sql)
+REGRESS = $(patsubst tests/regress/sql/%.sql,%,$(REGRESS_TESTS))
+REGRESS_OPTS = --inputdir=$(srcdir)/tests/regress --temp-config=$(srcdir)/tests/regress/regress.conf
 
 PG_CONFIG ?= pg_config
 PKG_CONFIG ?= pkg-config
@@ -19,7 +22,7 @@ PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server) -DHAPG_VERSION=
 PG_CFLAGS = -Wall -Wextra
 SHLIB_LINK = $(shell $(PKG_CONFIG) --libs libcurl json-c)
 
-EXTRA_CLEAN = tests/unit/test_unit tests/unit/*.o
+EXTRA_CLEAN = tests/unit/test_unit tests/unit/*.o tests/regress/results tests/regress/regression.diffs tests/regress/regression.out
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -32,7 +35,7 @@ $(OBJS): $(wildcard src/*.h)
 # non-root user: run as postgres).
 regress-temp:
 	$(pgxsdir)/src/test/regress/pg_regress --temp-instance=./tmp_check \
-	  --bindir=$(bindir) --inputdir=$(srcdir) $(REGRESS_OPTS) $(REGRESS)
+	  --bindir=$(bindir) $(REGRESS_OPTS) $(REGRESS)
 
 unit:
 	$(MAKE) -C tests/unit check PG_CONFIG=$(PG_CONFIG)

@@ -72,6 +72,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'double'))
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'double', 'patroni'))
 
 import harness  # noqa: E402
 
@@ -696,7 +697,7 @@ def tables(results, args, notes):
     out += ['Each run: a fresh 3-member cluster on its own API double (127.0.0.1, TLS, one API user per member); '
             'hapg = PostgreSQL 15 + the hapg worker (tests/harness.py, wal_retrieve_retry_interval 500ms, '
             'hapg.replication_conninfo user=postgres); Patroni = Debian Patroni 3.0.2, Kubernetes mode, '
-            'ConfigMap lock (tests/double/patroni_cluster.py). Profiles: %s.' % prof_txt,
+            'ConfigMap lock (tests/double/patroni/patroni_cluster.py). Profiles: %s.' % prof_txt,
             'The failure is injected a delay after a renewal of the lock seen through a watch; the delays '
             'are spread evenly over [0, loop_wait) across the N runs. Times are from the kill/fault to the first '
             'successful autocommit INSERT (each member polled every 20 ms). "Time left" = ttl − (failure − '

@@ -5,7 +5,7 @@
     r = run_patroni(double_admin_url, api_url, ca_file, tokens, ttl=20, loop_wait=2,
                     retry_timeout=5, seconds=60, writer=False)
 
-starts 3 Debian Patroni 3.0.2 members (tests/double/patroni_cluster.py) on the
+starts 3 Debian Patroni 3.0.2 members (tests/double/patroni/patroni_cluster.py) on the
 given API double, waits for a leader and a steady cluster (leader + 2
 streaming replicas), resets /_double/stats, measures `seconds` (optionally
 with a client inserting rows into the leader all the time), then stops
@@ -39,7 +39,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, 'tests', 'double'))
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'double', 'patroni'))
 
 from patroni_cluster import PG_BIN, PatroniCluster  # noqa: E402
 

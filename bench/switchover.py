@@ -8,7 +8,7 @@ turn (every run starts from a healthy cluster: one leader, two replicas
 streaming from it and caught up; hapg: every member agreeing, no switchover
 pending).  hapg members run under bin/hapg-launcher (the harness's launcher
 mode, one API port per member); Patroni is Debian's Patroni 3.0.2 in
-Kubernetes mode (tests/double/patroni_cluster.py, through bench/failover.py).
+Kubernetes mode (tests/double/patroni/patroni_cluster.py, through bench/failover.py).
 
 Writer: one thread, an autocommit INSERT of a fresh sequence number every
 15 ms through whichever member currently takes writes: the member that

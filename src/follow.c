@@ -86,6 +86,15 @@ write_file(const char *path, const char *contents)
 	return durable_rename(tmp, path, LOG) == 0;
 }
 
+/* Create standby.signal: the server comes back as a standby at its next start. */
+bool
+hapg_write_standby_signal(void)
+{
+	FILE	   *f = fopen(STANDBY_SIGNAL_FILE, "w");
+
+	return f != NULL && fclose(f) == 0;
+}
+
 /* Tell the launcher to rewind from source (or just restart as a standby). */
 void
 hapg_write_rejoin(const char *source, const char *reason)
@@ -124,9 +133,7 @@ hapg_fence(const char *reason, const char *source, bool immediate)
 {
 	if (!immediate)
 	{
-		FILE	   *f = fopen(STANDBY_SIGNAL_FILE, "w");
-
-		if (f == NULL || fclose(f) != 0)
+		if (!hapg_write_standby_signal())
 			ereport(LOG, (errmsg("hapg: could not create \"%s\": %m", STANDBY_SIGNAL_FILE)));
 		hapg_write_rejoin(source, reason);
 	}
@@ -429,4 +436,33 @@ hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n, const char *me,
 			seen[k] = seen[--nseen];
 		}
 	}
+}
+
+/*
+ * The libpq connection string to reach the leader at host:port, for
+ * primary_conninfo and pg_rewind: this member's name as application_name,
+ * so the leader's pg_stat_replication shows every member by name.
+ */
+char *
+hapg_leader_conninfo(const char *connect_address)
+{
+	char		host[HAPG_ADDR_LEN];
+	const char *colon = strrchr(connect_address, ':');
+	size_t		hlen;
+
+	if (colon == NULL || colon == connect_address)
+		return NULL;
+	hlen = Min((size_t) (colon - connect_address), sizeof(host) - 1);
+	memcpy(host, connect_address, hlen);
+	host[hlen] = '\0';
+	if (host[0] == '[' && hlen > 1 && host[hlen - 1] == ']')
+	{
+		memmove(host, host + 1, hlen - 2);
+		host[hlen - 2] = '\0';
+	}
+	return psprintf("host=%s port=%s application_name=%s connect_timeout=%d%s%s",
+					host, colon + 1, hapg_effective_member(),
+					Max(1, hapg_retry_timeout / 2),
+					hapg_replication_conninfo[0] ? " " : "",
+					hapg_replication_conninfo);
 }

@@ -44,10 +44,8 @@ guard_check(char *out, int outlen)
 	char	   *source = NULL;
 
 	kube_global_init();
-	kube_configure(hapg_effective_url(), hapg_token_file, hapg_ca_file,
-				   Max(500, hapg_retry_timeout * 1000 / 2));
-	if (!kube_request("GET", psprintf("/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s",
-									  ns, hapg_cluster_name), NULL, NULL, &r))
+	hapg_kube_configure(hapg_retry_timeout);
+	if (!kube_request("GET", hapg_lease_path(ns, hapg_cluster_name), NULL, NULL, &r))
 	{
 		snprintf(out, outlen, "standby|||cannot read the Lease: %s", r.error);
 		return;
@@ -80,8 +78,7 @@ guard_check(char *out, int outlen)
 		return;
 	}
 	kube_response_free(&r);
-	if (kube_request("GET", psprintf("/api/v1/namespaces/%s/pods/%s", ns, li.view.holder),
-					 NULL, NULL, &r) && r.status == 200 &&
+	if (kube_request("GET", hapg_pod_path(ns, li.view.holder), NULL, NULL, &r) && r.status == 200 &&
 		hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)) &&
 		hapg_parse_pod(obj, hapg_role_label, &pod, err, sizeof(err)) &&
 		pod.connect_address[0])
@@ -144,6 +141,10 @@ run_child(char *verdict, int len)
 	waitpid(pid, NULL, 0);
 }
 
+/*
+ * From _PG_init in the postmaster: a member's former primary starts as a
+ * standby, or not at all, unless the Lease lets it start as a primary.
+ */
 void
 hapg_startup_guard(void)
 {
@@ -152,7 +153,6 @@ hapg_startup_guard(void)
 	char		why[HAPG_MSG_LEN];
 	char	   *fields[4] = {verdict, "", "", ""};
 	int			i;
-	FILE	   *f;
 
 	if (IsUnderPostmaster || !IsPostmasterEnvironment || IsBinaryUpgrade)
 		return;
@@ -179,8 +179,7 @@ hapg_startup_guard(void)
 		return;
 	}
 
-	f = fopen(STANDBY_SIGNAL_FILE, "w");
-	if (f == NULL || fclose(f) != 0)
+	if (!hapg_write_standby_signal())
 		ereport(FATAL,
 				(errmsg("hapg: could not create \"%s\": %m", STANDBY_SIGNAL_FILE),
 				 errdetail("This server was a primary and may not start as one: %s.", fields[3])));

@@ -131,8 +131,7 @@ static bool
 release_lease(const char *target, uint64 lsn, const char *reason)
 {
 	const char *me = hapg_effective_member();
-	char	   *path = psprintf("/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s",
-								hapg_effective_namespace(), hapg_cluster_name);
+	char	   *path = hapg_lease_path(hapg_effective_namespace(), hapg_cluster_name);
 	int			attempt;
 
 	for (attempt = 0; attempt < HANDOVER_CAS_TRIES; attempt++)

@@ -23,7 +23,21 @@
 #define HAPG_REJOIN_FILE "hapg.rejoin"	/* note to the launcher: rejoin as standby */
 #define HAPG_JOINED_FILE "hapg.joined"	/* this data directory is a member's */
 
-/* Settings (hapg.c). */
+/*
+ * PostgreSQL 15 is the oldest version hapg builds against (shmem_request_hook,
+ * MarkGUCPrefixReserved, xlogrecovery.h).  Where 16 and 17 differ, the
+ * difference is kept here or at a PG_VERSION_NUM guard at its one use.
+ */
+#if PG_VERSION_NUM < 150000
+#error "hapg needs PostgreSQL 15 or later"
+#endif
+#if PG_VERSION_NUM >= 170000
+#define HAPG_MY_PROCNO() (MyProcNumber)	/* PGPROC.pgprocno is gone in 17 */
+#else
+#define HAPG_MY_PROCNO() (MyProc->pgprocno)
+#endif
+
+/* Settings (settings.c). */
 extern char *hapg_cluster_name;
 extern char *hapg_member_name;
 extern char *hapg_namespace;
@@ -42,6 +56,31 @@ extern char *hapg_replication_conninfo;
 extern bool hapg_use_slots;
 extern int	hapg_switchover_timeout;
 
+/* The worker's settings in force: the last valid combination (settings.c). */
+typedef struct HapgConfig
+{
+	bool		ready;
+	char		cluster[HAPG_NAME_LEN];
+	char		member[HAPG_NAME_LEN];
+	char		namespace[HAPG_NAME_LEN];
+	char		role_label[256];
+	char		connect_address[HAPG_ADDR_LEN];
+	int			ttl;
+	int			loop_wait;
+	int			retry_timeout;
+	bool		timing_valid;
+	char		config_error[HAPG_MSG_LEN];
+} HapgConfig;
+
+extern void hapg_define_settings(void);
+extern bool hapg_load_config(HapgConfig *cfg, bool first);
+extern void hapg_kube_configure(int retry_timeout_s);
+extern bool hapg_settings_ready(char *why, int whylen);
+extern const char *hapg_effective_member(void);
+extern const char *hapg_effective_namespace(void);
+extern const char *hapg_effective_url(void);
+extern const char *hapg_effective_connect_address(void);
+
 /* This server's state, as read from shared memory (pgstate.c). */
 typedef struct HapgLocalState
 {
@@ -57,23 +96,6 @@ typedef struct HapgLocalState
 
 extern void hapg_read_local_state(HapgLocalState *st);
 extern const char *hapg_local_state_name(const HapgLocalState *st);
-
-/* One member as shown by hapg_members. */
-typedef struct HapgMemberRow
-{
-	char		name[HAPG_NAME_LEN];
-	char		role[HAPG_WORD_LEN];
-	char		state[HAPG_WORD_LEN];
-	char		connect_address[HAPG_ADDR_LEN];
-	char		pod_role_label[HAPG_WORD_LEN];
-	int			timeline;
-	XLogRecPtr	lsn;
-	bool		is_leader;
-	TimestampTz last_seen;
-	bool		has_settings;	/* nofailover and priority are known */
-	bool		nofailover;
-	int			priority;
-} HapgMemberRow;
 
 /*
  * What the worker publishes for SQL.  Only plain values: no pointers, since
@@ -106,12 +128,12 @@ typedef struct HapgShared
 	HapgSwitchover switchover;	/* pending, as last read from the Lease */
 	char		handover_to[HAPG_NAME_LEN];	/* Lease released to it, or "" */
 	int			nmembers;
-	HapgMemberRow members[HAPG_MAX_MEMBERS];
+	HapgMemberView members[HAPG_MAX_MEMBERS];	/* the member view (members.c) */
 	int			nhistory;
 	HapgHistoryEntry history[HAPG_MAX_HISTORY];
 
 	/*
-	 * One SQL request at a time (sqlfuncs.c -> worker.c): a backend claims
+	 * One SQL request at a time (both sides in request.c): a backend claims
 	 * the slot (req_pid), fills it, bumps req_id and sets the worker's latch;
 	 * the worker judges it, writes the Lease, fills the answer and sets
 	 * req_done = req_id.
@@ -131,6 +153,11 @@ extern void hapg_shmem_request(void);
 extern void hapg_shmem_startup(void);
 extern void hapg_shmem_attach(void);
 
+/* The backend's side of the request channel (request.c). */
+extern void hapg_ask_worker(HapgRequestKind kind, const char *candidate,
+							int64 scheduled_at_us, HapgVerdict *v, char *leader);
+extern void hapg_nap(long ms);
+
 /* Local server actions (follow.c). */
 extern bool hapg_datadir_ok(void);
 extern bool hapg_request_promotion(char *err, int errlen);
@@ -142,6 +169,7 @@ extern bool hapg_follow(const char *conninfo, const char *slot);
 extern void hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n,
 							const char *me, bool leader, int64 gone_ms);
 extern char *hapg_leader_conninfo(const char *connect_address);
+extern bool hapg_write_standby_signal(void);
 
 /* Clean hand-over when the leader stops on purpose (handover.c). */
 extern bool hapg_start_handover(const char *target, const char *reason, int wait_ms);
@@ -151,16 +179,11 @@ extern void hapg_startup_guard(void);
 
 /* Background worker (worker.c). */
 extern PGDLLEXPORT void hapg_worker_main(Datum arg);
-extern void hapg_register_worker(void);
 
-/* Settings helpers (hapg.c). */
-extern bool hapg_settings_ready(char *why, int whylen);
-extern const char *hapg_effective_member(void);
-extern const char *hapg_effective_namespace(void);
-extern const char *hapg_effective_url(void);
-extern const char *hapg_effective_connect_address(void);
-
-/* Monotonic milliseconds, for every duration the protocol measures. */
+/* Clocks (clock.c): monotonic for durations, wall clock for schedules. */
 extern int64 hapg_mono_ms(void);
+extern int64 hapg_unix_now_us(void);
+extern int64 hapg_unix_us(TimestampTz ts);
+extern TimestampTz hapg_timestamptz(int64 unix_us);
 
 #endif							/* HAPG_H */

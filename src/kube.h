@@ -32,6 +32,16 @@ extern void kube_response_free(KubeResponse *resp);
 extern void kube_set_deadline(int64 deadline_ms);
 extern char *kube_escape(const char *s);
 
+/* API paths, built in one place (kwrite.c); palloc'd. */
+extern char *hapg_lease_path(const char *ns, const char *name);
+extern char *hapg_leases_path(const char *ns);
+extern char *hapg_lease_watch_path(const char *ns, const char *name,
+								   int timeout_s, const char *rv);
+extern char *hapg_pod_path(const char *ns, const char *name);
+extern char *hapg_pods_path(const char *ns, const char *cluster);
+extern char *hapg_pods_watch_path(const char *ns, const char *cluster,
+								  int timeout_s, const char *rv);
+
 extern KubeWatch *kube_watch_create(const char *what, KubeEventFn fn, void *arg);
 extern bool kube_watch_start(KubeWatch *w, const char *path, int timeout_s);
 extern void kube_watch_stop(KubeWatch *w);

@@ -12,8 +12,6 @@
  */
 #include "lease.h"
 
-#include <ctype.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -63,37 +61,57 @@ hapg_fence_margin_ms(int ttl_s)
 }
 
 /*
- * Where a WAL record of len bytes starting at start ends, counting the page
- * headers it crosses (long at a segment start, short otherwise): a hand-over
- * target must have received the old leader's shutdown checkpoint whole.
+ * The moment a leader must have stopped taking writes if its last renewal
+ * (sent at last_renew_sent_ms) was the last one to succeed: the one formula
+ * behind the decision's fence row, the API deadline of a leader's requests
+ * and the worker's check on every wake-up.
  */
-uint64_t
-hapg_wal_record_end(uint64_t start, uint32_t len, uint32_t page_size,
-					uint32_t seg_size, uint32_t short_header,
-					uint32_t long_header)
+int64_t
+hapg_fence_deadline_ms(int64_t last_renew_sent_ms, int ttl_s,
+					   int64_t fence_margin_ms)
 {
-	uint64_t	pos = start;
-	uint64_t	left = len;
+	return last_renew_sent_ms + (int64_t) ttl_s * 1000 - fence_margin_ms;
+}
 
-	if (page_size == 0 || seg_size == 0)
-		return start + len;
-	while (left > 0)
-	{
-		uint64_t	in_page = page_size - pos % page_size;
+/*
+ * Does a newly read version of the Lease restart this member's expiry
+ * clock?  Only when the holder renewed, which always changes renewTime (or
+ * a new holder or duration): an edit by another member (pause, a
+ * switchover request) changes neither and must not stretch a silent
+ * leader's Lease.
+ */
+bool
+hapg_lease_clock_restarts(const HapgLeaseView *seen, const HapgLeaseView *next)
+{
+	if (!seen->exists)
+		return true;
+	if (strcmp(next->resource_version, seen->resource_version) == 0)
+		return false;
+	return strcmp(next->holder, seen->holder) != 0 ||
+		strcmp(next->renew_time, seen->renew_time) != 0 ||
+		next->duration_s != seen->duration_s;
+}
 
-		if (pos % page_size == 0)
-		{
-			uint32_t	hdr = pos % seg_size == 0 ? long_header : short_header;
+/*
+ * How long a standby may fail to stream from a leader on a newer timeline
+ * before it concludes it diverged (a former primary) and stops to be
+ * rewound: long enough for a new leader's WAL receiver switch.
+ */
+int64_t
+hapg_rewind_patience_ms(int ttl_s)
+{
+	int64_t		p = (int64_t) ttl_s * 2000;
 
-			pos += hdr;
-			in_page -= hdr;
-		}
-		if (left <= in_page)
-			return pos + left;
-		left -= in_page;
-		pos += in_page;
-	}
-	return pos;
+	return p > 10000 ? p : 10000;
+}
+
+/* The rewind rule: a newer leader timeline and no streaming for that long. */
+bool
+hapg_rewind_due(int64_t not_streaming_since_ms, int64_t now_ms, int ttl_s,
+				int leader_timeline, uint32_t my_timeline)
+{
+	return leader_timeline > (int) my_timeline &&
+		now_ms - not_streaming_since_ms >= hapg_rewind_patience_ms(ttl_s);
 }
 
 /*
@@ -219,7 +237,8 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 	bool		expired;
 	bool		handing_over;
 	int64_t		ttl_ms = (int64_t) in->ttl_s * 1000;
-	int64_t		fence_at = in->last_renew_sent_ms + ttl_ms - in->fence_margin_ms;
+	int64_t		fence_at = hapg_fence_deadline_ms(in->last_renew_sent_ms, in->ttl_s,
+												  in->fence_margin_ms);
 
 	memset(out, 0, sizeof(*out));
 	out->action = HAPG_ACT_NONE;
@@ -415,74 +434,7 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 	decide_election(in, out);
 }
 
-/*
- * A leader must be able to retry a failed renewal twice and still act before
- * its Lease runs out: the rule Patroni users know.
- */
-bool
-hapg_timing_valid(int ttl_s, int loop_wait_s, int retry_timeout_s,
-				  char *msg, int msglen)
-{
-	if (ttl_s <= 0 || loop_wait_s <= 0 || retry_timeout_s <= 0)
-	{
-		snprintf(msg, msglen, "hapg.ttl, hapg.loop_wait and hapg.retry_timeout must be positive");
-		return false;
-	}
-	if ((int64_t) loop_wait_s + 2 * (int64_t) retry_timeout_s > ttl_s)
-	{
-		snprintf(msg, msglen,
-				 "hapg.loop_wait (%ds) + 2 * hapg.retry_timeout (%ds) = %llds exceeds hapg.ttl (%ds)",
-				 loop_wait_s, retry_timeout_s,
-				 (long long) ((int64_t) loop_wait_s + 2 * (int64_t) retry_timeout_s), ttl_s);
-		return false;
-	}
-	if (msglen > 0)
-		msg[0] = '\0';
-	return true;
-}
-
-/*
- * Member names become Pod names and Lease holders: accept only what
- * Kubernetes accepts as a DNS-1123 subdomain, at most 63 characters.
- */
-bool
-hapg_valid_member_name(const char *name)
-{
-	size_t		len = strlen(name);
-	size_t		i;
-
-	if (len == 0 || len >= HAPG_NAME_LEN)
-		return false;
-	for (i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) name[i];
-
-		if (!(islower(c) || isdigit(c) || c == '-' || c == '.'))
-			return false;
-	}
-	return isalnum((unsigned char) name[0]) && isalnum((unsigned char) name[len - 1]);
-}
-
-/* WAL positions travel as PostgreSQL prints them: "X/Y" in hex. */
-bool
-hapg_parse_lsn(const char *s, uint64_t *lsn)
-{
-	unsigned int hi,
-				lo;
-	int			n = 0;
-
-	if (s == NULL || sscanf(s, "%X/%X%n", &hi, &lo, &n) != 2 || s[n] != '\0')
-		return false;
-	*lsn = ((uint64_t) hi << 32) | lo;
-	return true;
-}
-
-void
-hapg_format_lsn(uint64_t lsn, char *buf, int buflen)
-{
-	snprintf(buf, buflen, "%X/%X", (unsigned int) (lsn >> 32), (unsigned int) lsn);
-}
-
+/* The role's name in hapg_status() and logs. */
 const char *
 hapg_role_name(HapgRole role)
 {
@@ -499,24 +451,39 @@ hapg_role_name(HapgRole role)
 	}
 }
 
+/*
+ * The actions the decision can ask for, and what the worker does for each
+ * (worker.c dispatches on the same enum): one table to read, and to print.
+ */
+static const struct
+{
+	HapgAction	action;
+	const char *name;
+	const char *does;
+}			action_table[] = {
+	{HAPG_ACT_NONE, "none", "nothing to write; follow, publish"},
+	{HAPG_ACT_CREATE, "create", "POST a new Lease naming me"},
+	{HAPG_ACT_ACQUIRE, "acquire", "PUT the Lease naming me (compare-and-swap), then promote if asked"},
+	{HAPG_ACT_RENEW, "renew", "PUT a renewal (compare-and-swap), then promote if asked"},
+	{HAPG_ACT_CANDIDACY, "candidacy", "PATCH my Pod with my position, then decide again"},
+	{HAPG_ACT_RELEASE, "release", "PUT the Lease with no holder (compare-and-swap), then fence"},
+	{HAPG_ACT_FENCE, "fence", "stop this server, set up to return as a standby"},
+};
+
+/* The action's name in logs. */
 const char *
 hapg_action_name(HapgAction action)
 {
-	switch (action)
-	{
-		case HAPG_ACT_CREATE:
-			return "create";
-		case HAPG_ACT_ACQUIRE:
-			return "acquire";
-		case HAPG_ACT_RENEW:
-			return "renew";
-		case HAPG_ACT_CANDIDACY:
-			return "candidacy";
-		case HAPG_ACT_RELEASE:
-			return "release";
-		case HAPG_ACT_FENCE:
-			return "fence";
-		default:
-			return "none";
-	}
+	if ((int) action < 0 || (size_t) action >= sizeof(action_table) / sizeof(action_table[0]))
+		return "none";
+	return action_table[action].name;
+}
+
+/* What the worker does to carry the action out, for the printed table. */
+const char *
+hapg_action_does(HapgAction action)
+{
+	if ((int) action < 0 || (size_t) action >= sizeof(action_table) / sizeof(action_table[0]))
+		return "";
+	return action_table[action].does;
 }

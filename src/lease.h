@@ -10,12 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define HAPG_NAME_LEN 64		/* DNS-1123 label: 63 + NUL */
-#define HAPG_RV_LEN 64
-#define HAPG_ADDR_LEN 256
-#define HAPG_MSG_LEN 512
-#define HAPG_MAX_MEMBERS 32
-#define HAPG_WORD_LEN 24
+#include "common.h"
 
 /* A member's position as the leader saw it from its walsender. */
 typedef struct HapgMemberPos
@@ -58,6 +53,8 @@ typedef enum HapgAction
 	HAPG_ACT_RELEASE,			/* give the Lease up at once (data dir lost) */
 	HAPG_ACT_FENCE				/* stop this primary: it must not take writes */
 } HapgAction;
+
+#define HAPG_NUM_ACTIONS (HAPG_ACT_FENCE + 1)
 
 /* The Lease as this member last read it, plus when it saw it change. */
 typedef struct HapgLeaseView
@@ -141,16 +138,17 @@ extern bool hapg_candidate_better(const HapgCandidate *a, const HapgCandidate *b
 extern bool hapg_lease_expired(const HapgLeaseView *lease, int64_t now_ms,
 							   int64_t *expires_in_ms);
 extern void hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out);
-extern bool hapg_timing_valid(int ttl_s, int loop_wait_s, int retry_timeout_s,
-							  char *msg, int msglen);
-extern bool hapg_valid_member_name(const char *name);
-extern bool hapg_parse_lsn(const char *s, uint64_t *lsn);
-extern void hapg_format_lsn(uint64_t lsn, char *buf, int buflen);
 extern const char *hapg_role_name(HapgRole role);
 extern const char *hapg_action_name(HapgAction action);
+extern const char *hapg_action_does(HapgAction action);
 extern int64_t hapg_fence_margin_ms(int ttl_s);
-extern uint64_t hapg_wal_record_end(uint64_t start, uint32_t len,
-									uint32_t page_size, uint32_t seg_size,
-									uint32_t short_header, uint32_t long_header);
+extern int64_t hapg_fence_deadline_ms(int64_t last_renew_sent_ms, int ttl_s,
+									  int64_t fence_margin_ms);
+extern bool hapg_lease_clock_restarts(const HapgLeaseView *seen,
+									  const HapgLeaseView *next);
+extern int64_t hapg_rewind_patience_ms(int ttl_s);
+extern bool hapg_rewind_due(int64_t not_streaming_since_ms, int64_t now_ms,
+							int ttl_s, int leader_timeline,
+							uint32_t my_timeline);
 
 #endif							/* HAPG_LEASE_H */

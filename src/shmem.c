@@ -2,21 +2,25 @@
  * shmem.c
  *		The shared state the worker publishes and SQL reads.
  *
+ * The worker copies its view here after every cycle (hapg_publish_shared);
+ * hapg_status(), hapg_members and hapg_history read it.
  * A fixed-size struct of plain values guarded by one LWLock that lives
  * inside it (no pointers: a restarted worker and every backend read the
  * same bytes safely).
  */
-#include "hapg.h"
+#include "worker.h"
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 HapgShared *hapg_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
+/* Ask for our shared memory at start-up. */
 static void
 shmem_request(void)
 {
@@ -48,6 +52,7 @@ shmem_startup(void)
 	LWLockRegisterTranche(hapg_shared->tranche_id, "hapg");
 }
 
+/* Install the hooks that size and create the shared state. */
 void
 hapg_shmem_request(void)
 {
@@ -67,4 +72,49 @@ hapg_shmem_attach(void)
 				 errmsg("hapg is not loaded through shared_preload_libraries"),
 				 errhint("Add hapg to shared_preload_libraries in postgresql.conf and restart the server.")));
 	LWLockRegisterTranche(hapg_shared->tranche_id, "hapg");
+}
+
+/*
+ * Copy the worker's view of the cluster into shared memory for SQL.  The
+ * members are the one member view (members.c), the same the decisions use.
+ */
+void
+hapg_publish_shared(HapgWorker *w)
+{
+	HapgShared *s = hapg_shared;
+	TimestampTz now = GetCurrentTimestamp();
+	const HapgLeaseInfo *li = &w->lease.info;
+	HapgMemberView *mv = palloc(sizeof(HapgMemberView) * HAPG_MAX_MEMBERS);
+	HapgLeaderPos lp;
+	int			n = hapg_member_view(w, mv, false, &lp);
+
+	LWLockAcquire(&s->lock, LW_EXCLUSIVE);
+	s->configured = w->cfg.ready;
+	strlcpy(s->cluster, w->cfg.cluster, sizeof(s->cluster));
+	strlcpy(s->member, w->cfg.member, sizeof(s->member));
+	s->role = w->role;
+	strlcpy(s->state, hapg_local_state_name(&w->local), sizeof(s->state));
+	strlcpy(s->leader, li->view.exists ? li->view.holder : "", sizeof(s->leader));
+	s->lease_transitions = li->view.transitions;
+	s->lease_expires_in_ms = w->expires_in_ms;
+	s->lease_info_at = now;
+	s->api_ok = w->api_ok;
+	strlcpy(s->last_error, w->last_error, sizeof(s->last_error));
+	if (w->cfg.config_error[0])
+		strlcpy(s->last_error, w->cfg.config_error, sizeof(s->last_error));
+	s->last_loop = now;
+	s->loop_count = w->loop_count;
+	s->timeline = w->local.timeline;
+	s->lsn = w->local.lsn;
+	s->leader_lsn = lp.known ? lp.lsn : InvalidXLogRecPtr;
+	s->paused = li->paused;
+	s->switchover = li->switchover;
+	strlcpy(s->handover_to,
+			li->view.exists && li->view.holder[0] == '\0' && li->has_handover ? li->handover_to : "",
+			sizeof(s->handover_to));
+	s->nhistory = Min(li->nhistory, HAPG_MAX_HISTORY);
+	memcpy(s->history, li->history, sizeof(HapgHistoryEntry) * s->nhistory);
+	s->nmembers = n;
+	memcpy(s->members, mv, sizeof(HapgMemberView) * n);
+	LWLockRelease(&s->lock);
 }

@@ -1,22 +1,20 @@
 /*
  * sqlfuncs.c
- *		The SQL surface: hapg_status() and the rows behind hapg_members.
+ *		The SQL surface: hapg_status(), the rows behind hapg_members and
+ *		hapg_history, and the steering functions (hapg_switchover,
+ *		hapg_failover, hapg_pause, hapg_resume, hapg_cancel_switchover).
  *
- * Both answer from the shared state the worker keeps, never from the
+ * The views answer from the shared state the worker keeps, never from the
  * Kubernetes API: they work on standbys and while the API is down, and say
- * how old their information is.
+ * how old their information is.  The steering functions hand their request
+ * to the worker (request.c) and wait for its verdict.
  */
 #include "hapg.h"
-
-#include <signal.h>
 
 #include "access/htup_details.h"
 #include "access/xlog.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "storage/latch.h"
-#include "storage/proc.h"
-#include "utils/wait_event.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -52,8 +50,7 @@ describe_switchover(const HapgSwitchover *sw)
 	const char *when = "now";
 
 	if (sw->scheduled_at_us)
-		when = timestamptz_to_str((TimestampTz) (sw->scheduled_at_us -
-												 ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC)));
+		when = timestamptz_to_str(hapg_timestamptz(sw->scheduled_at_us));
 	if (sw->to[0])
 		return psprintf("from \"%s\" to \"%s\" at %s", sw->from, sw->to, when);
 	return psprintf("from \"%s\" to the healthiest replica at %s", sw->from, when);
@@ -131,7 +128,7 @@ hapg_members_internal(PG_FUNCTION_ARGS)
 
 	for (i = 0; i < s->nmembers; i++)
 	{
-		HapgMemberRow *m = &s->members[i];
+		HapgMemberView *m = &s->members[i];
 		Datum		values[13];
 		bool		nulls[13];
 
@@ -203,116 +200,6 @@ PG_FUNCTION_INFO_V1(hapg_pause);
 PG_FUNCTION_INFO_V1(hapg_resume);
 PG_FUNCTION_INFO_V1(hapg_cancel_switchover);
 
-#define CLAIM_WAIT_MS 5000
-#define POLL_MS 20
-
-/* Sleep a little, promptly interruptible by a cancel. */
-static void
-nap(long ms)
-{
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
-					 PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
-static int64
-unix_us(TimestampTz ts)
-{
-	return ts + ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC);
-}
-
-/*
- * Hand a request to the worker, which alone talks to the API, and wait for
- * its verdict.  Only one request per server at a time: it is rare, and one
- * slot keeps shared memory free of queues.
- */
-static void
-ask_worker(HapgRequestKind kind, const char *candidate, int64 scheduled_at_us,
-		   HapgVerdict *v, char *leader)
-{
-	int64		deadline = hapg_mono_ms() + CLAIM_WAIT_MS;
-	int			id = 0;
-	int			procno = -1;
-	int			answer_ms;
-
-	hapg_shmem_attach();
-	for (;;)
-	{
-		bool		claimed = false;
-
-		LWLockAcquire(&hapg_shared->lock, LW_EXCLUSIVE);
-		if (hapg_shared->req_pid == 0 ||
-			(hapg_shared->req_pid != MyProcPid && kill(hapg_shared->req_pid, 0) != 0))
-		{
-			hapg_shared->req_pid = MyProcPid;
-			hapg_shared->req_kind = kind;
-			strlcpy(hapg_shared->req_candidate, candidate, HAPG_NAME_LEN);
-			hapg_shared->req_scheduled_at_us = scheduled_at_us;
-			id = ++hapg_shared->req_id;
-			procno = hapg_shared->worker_procno;
-			claimed = true;
-		}
-		LWLockRelease(&hapg_shared->lock);
-		if (claimed)
-			break;
-		if (hapg_mono_ms() > deadline)
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("another hapg request is in progress on this member"),
-					 errhint("Try again in a moment.")));
-		nap(POLL_MS);
-	}
-
-	answer_ms = (2 * hapg_retry_timeout + 5) * 1000;
-	PG_TRY();
-	{
-		if (procno < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("the hapg worker is not running"),
-					 errhint("Check the server log, and that hapg.cluster_name is set.")));
-		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
-		deadline = hapg_mono_ms() + answer_ms;
-		for (;;)
-		{
-			bool		done;
-
-			LWLockAcquire(&hapg_shared->lock, LW_SHARED);
-			done = hapg_shared->req_done == id;
-			if (done)
-			{
-				*v = hapg_shared->req_verdict;
-				strlcpy(leader, hapg_shared->req_leader, HAPG_NAME_LEN);
-			}
-			LWLockRelease(&hapg_shared->lock);
-			if (done)
-				break;
-			if (hapg_mono_ms() > deadline)
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("the hapg worker did not answer within %d s", answer_ms / 1000),
-						 errhint("See hapg_status() and the server log; the request may still take effect.")));
-			nap(POLL_MS);
-		}
-	}
-	PG_FINALLY();
-	{
-		LWLockAcquire(&hapg_shared->lock, LW_EXCLUSIVE);
-		if (hapg_shared->req_pid == MyProcPid)
-			hapg_shared->req_pid = 0;
-		LWLockRelease(&hapg_shared->lock);
-	}
-	PG_END_TRY();
-
-	if (!v->ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s", v->message),
-				 v->detail[0] ? errdetail("%s", v->detail) : 0,
-				 v->hint[0] ? errhint("%s", v->hint) : 0));
-}
-
 /* What this member sees of the cluster, for a timeout message. */
 static char *
 cluster_picture(const HapgShared *s)
@@ -377,7 +264,7 @@ wait_for_leader(const char *target, const char *old_leader)
 							hapg_switchover_timeout, target),
 					 errdetail("%s", cluster_picture(s)),
 					 errhint("The cluster may still complete the change; see hapg_members and hapg_status().")));
-		nap(50);
+		hapg_nap(50);
 	}
 }
 
@@ -404,11 +291,11 @@ Datum
 hapg_switchover(PG_FUNCTION_ARGS)
 {
 	char	   *candidate = candidate_arg(fcinfo, 0);
-	int64		at = PG_ARGISNULL(1) ? 0 : unix_us(PG_GETARG_TIMESTAMPTZ(1));
+	int64		at = PG_ARGISNULL(1) ? 0 : hapg_unix_us(PG_GETARG_TIMESTAMPTZ(1));
 	HapgVerdict v;
 	char		leader[HAPG_NAME_LEN];
 
-	ask_worker(HAPG_REQ_SWITCHOVER, candidate, at, &v, leader);
+	hapg_ask_worker(HAPG_REQ_SWITCHOVER, candidate, at, &v, leader);
 	if (at != 0)
 		PG_RETURN_TEXT_P(cstring_to_text(v.message));
 	if (strcmp(leader, hapg_shared->member) == 0)
@@ -432,7 +319,7 @@ hapg_failover(PG_FUNCTION_ARGS)
 	HapgVerdict v;
 	char		leader[HAPG_NAME_LEN];
 
-	ask_worker(HAPG_REQ_FAILOVER, candidate, 0, &v, leader);
+	hapg_ask_worker(HAPG_REQ_FAILOVER, candidate, 0, &v, leader);
 	wait_for_leader(v.target, leader);
 	PG_RETURN_TEXT_P(cstring_to_text(v.target));
 }
@@ -444,7 +331,7 @@ simple_request(HapgRequestKind kind)
 	HapgVerdict v;
 	char		leader[HAPG_NAME_LEN];
 
-	ask_worker(kind, "", 0, &v, leader);
+	hapg_ask_worker(kind, "", 0, &v, leader);
 	PG_RETURN_TEXT_P(cstring_to_text(v.message));
 }
 

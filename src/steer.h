@@ -23,7 +23,10 @@ typedef enum HapgRequestKind
 	HAPG_REQ_CANCEL				/* drop a pending switchover */
 } HapgRequestKind;
 
-/* One member as the deciding member knows it. */
+/*
+ * One member as the deciding member knows it: what hapg_members shows and
+ * what requests are judged on (built by hapg_build_members, members.c).
+ */
 typedef struct HapgMemberView
 {
 	char		name[HAPG_NAME_LEN];
@@ -35,6 +38,16 @@ typedef struct HapgMemberView
 	uint64_t	lsn;			/* its position as the leader last saw it */
 	bool		nofailover;
 	int			priority;
+
+	/* for hapg_members */
+	bool		is_leader;		/* it holds the Lease */
+	bool		deleting;		/* its Pod is being deleted */
+	bool		has_settings;	/* nofailover and priority are known */
+	char		role[HAPG_WORD_LEN];	/* "leader" or "replica" */
+	char		connect_address[HAPG_ADDR_LEN];
+	char		pod_role_label[HAPG_WORD_LEN];
+	int			timeline;
+	int64_t		last_seen;		/* when this was true (caller's timestamps) */
 } HapgMemberView;
 
 /* A switchover waiting in the Lease's hapg.io/switchover annotation. */

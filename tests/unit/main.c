@@ -11,6 +11,8 @@ main(void)
 	run_lease_tests();
 	run_kjson_tests();
 	run_steer_tests();
+	run_members_tests();
+	run_common_tests();
 	printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -443,108 +443,6 @@ TEST(ineligible_members_publish_but_never_take)
 	CHECK(d.eligible);
 }
 
-TEST(timing_rule)
-{
-	char		msg[256];
-
-	CHECK(hapg_timing_valid(30, 10, 10, msg, sizeof(msg)));
-	CHECK(hapg_timing_valid(6, 2, 2, msg, sizeof(msg)));
-	CHECK(!hapg_timing_valid(29, 10, 10, msg, sizeof(msg)));
-	CHECK(strstr(msg, "exceeds hapg.ttl (29s)") != NULL);
-	CHECK(!hapg_timing_valid(30, 0, 10, msg, sizeof(msg)));
-	/* found by tests/fuzz: the sum in the message must not overflow */
-	CHECK(!hapg_timing_valid(30, 2147483647, 2147483647, msg, sizeof(msg)));
-	CHECK(strstr(msg, "6442450941s") != NULL);
-}
-
-TEST(member_names)
-{
-	CHECK(hapg_valid_member_name("pg-0"));
-	CHECK(hapg_valid_member_name("a.b-c"));
-	CHECK(!hapg_valid_member_name(""));
-	CHECK(!hapg_valid_member_name("PG-0"));
-	CHECK(!hapg_valid_member_name("-pg"));
-	CHECK(!hapg_valid_member_name("pg-"));
-	CHECK(!hapg_valid_member_name("pg_0"));
-	CHECK(!hapg_valid_member_name("0123456789012345678901234567890123456789012345678901234567890123"));
-}
-
-TEST(lsn_round_trip)
-{
-	uint64_t	lsn;
-	char		buf[32];
-
-	CHECK(hapg_parse_lsn("0/3000060", &lsn));
-	CHECK(lsn == 0x3000060);
-	CHECK(hapg_parse_lsn("1A/FF", &lsn));
-	CHECK(lsn == ((uint64_t) 0x1A << 32 | 0xFF));
-	hapg_format_lsn(lsn, buf, sizeof(buf));
-	CHECK_STR(buf, "1A/FF");
-	CHECK(!hapg_parse_lsn("0/", &lsn));
-	CHECK(!hapg_parse_lsn("0/10 x", &lsn));
-	CHECK(!hapg_parse_lsn(NULL, &lsn));
-}
-
-#define PAGE 8192
-#define SEG (16 * 1024 * 1024)
-#define SHORT_PHD 24
-#define LONG_PHD 40
-
-/* A record that fits in its page ends where its bytes end. */
-TEST(wal_record_within_a_page)
-{
-	CHECK(hapg_wal_record_end(3 * PAGE + 100, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
-		  3 * PAGE + 100 + 114);
-	/* ending exactly at the page end adds no header */
-	CHECK(hapg_wal_record_end(4 * PAGE - 114, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
-		  4 * PAGE);
-	/* nothing to read */
-	CHECK(hapg_wal_record_end(3 * PAGE + 100, 0, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
-		  3 * PAGE + 100);
-	/* without a page geometry there are no headers to count */
-	CHECK(hapg_wal_record_end(4 * PAGE - 50, 114, 0, SEG, SHORT_PHD, LONG_PHD) ==
-		  4 * PAGE - 50 + 114);
-	CHECK(hapg_wal_record_end(4 * PAGE - 50, 114, PAGE, 0, SHORT_PHD, LONG_PHD) ==
-		  4 * PAGE - 50 + 114);
-}
-
-/* Crossing into the next page skips its short header. */
-TEST(wal_record_crosses_a_page)
-{
-	CHECK(hapg_wal_record_end(4 * PAGE - 50, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
-		  4 * PAGE + SHORT_PHD + 64);
-	/* one byte over */
-	CHECK(hapg_wal_record_end(4 * PAGE - 113, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
-		  4 * PAGE + SHORT_PHD + 1);
-	/* a start on a page boundary is after that page's header */
-	CHECK(hapg_wal_record_end(5 * PAGE, 10, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
-		  5 * PAGE + SHORT_PHD + 10);
-}
-
-/* Crossing into a new segment skips the long header. */
-TEST(wal_record_crosses_a_segment)
-{
-	CHECK(hapg_wal_record_end((uint64_t) SEG - 50, 114, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
-		  (uint64_t) SEG + LONG_PHD + 64);
-	CHECK(hapg_wal_record_end(UINT64_C(0x300000000) + 5 * SEG - 50, 114, PAGE, SEG,
-							  SHORT_PHD, LONG_PHD) ==
-		  UINT64_C(0x300000000) + 5 * SEG + LONG_PHD + 64);
-}
-
-/* A long record pays one header per page it reaches. */
-TEST(wal_record_spans_pages)
-{
-	/* 8092 bytes in page 2, 8168 in page 3, the last 3740 in page 4 */
-	CHECK(hapg_wal_record_end(2 * PAGE + 100, 20000, PAGE, SEG, SHORT_PHD, LONG_PHD) ==
-		  4 * PAGE + SHORT_PHD + 3740);
-	/* with a segment of 4 pages, page 4 starts a segment: 8152 bytes there */
-	CHECK(hapg_wal_record_end(3 * PAGE + 100, 20000, PAGE, 4 * PAGE, SHORT_PHD, LONG_PHD) ==
-		  5 * PAGE + SHORT_PHD + 3756);
-	/* filling pages 3 and 4 exactly ends at the end of page 4 */
-	CHECK(hapg_wal_record_end(3 * PAGE + 100, (PAGE - 100) + (PAGE - LONG_PHD), PAGE,
-							  4 * PAGE, SHORT_PHD, LONG_PHD) == 5 * PAGE);
-}
-
 /* A standby that saw the Lease released for a hand-over, at now_ms. */
 static HapgDecisionInput
 handover_input(const char *to, int64_t now_ms)
@@ -808,6 +706,101 @@ TEST(paused_handover_to_me_still_works)
 	CHECK(d.wake_in_ms == 50);
 }
 
+/* The one fence-deadline formula, and the decision fencing exactly there. */
+TEST(fence_deadline_formula)
+{
+	HapgDecisionInput in = base_input("pg-0", 0, 0);
+	HapgDecision d;
+	int64_t		at = hapg_fence_deadline_ms(10000, 30, 2000);
+
+	CHECK(at == 10000 + 30000 - 2000);
+	CHECK(hapg_fence_deadline_ms(0, 3, hapg_fence_margin_ms(3)) == 3000 - 500);
+	CHECK(hapg_fence_margin_ms(3) == 500);
+	CHECK(hapg_fence_margin_ms(10) == 1000);
+	CHECK(hapg_fence_margin_ms(3600) == 2000);
+	in.was_leader = true;
+	in.last_renew_sent_ms = 10000;
+	in.lease.observed_ms = 10000;
+	in.renew_interval_ms = 1000000;	/* no renewal due: only the deadline counts */
+	in.now_ms = at - 1;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action != HAPG_ACT_FENCE);
+	in.now_ms = at;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
+	CHECK(d.renew_overdue);
+}
+
+/* The expiry clock restarts on a renewal, never on another member's edit. */
+TEST(expiry_clock_restarts_only_on_renewal)
+{
+	HapgLeaseView seen;
+	HapgLeaseView next;
+
+	memset(&seen, 0, sizeof(seen));
+	seen.known = true;
+	seen.exists = true;
+	strcpy(seen.holder, "pg-0");
+	strcpy(seen.resource_version, "10");
+	strcpy(seen.renew_time, "2026-12-03T09:00:00.000000Z");
+	seen.duration_s = 30;
+	next = seen;
+	/* the same version again (a watch replay): nothing new */
+	CHECK(!hapg_lease_clock_restarts(&seen, &next));
+	/* a new version with the same holder, renewTime and duration: an edit */
+	strcpy(next.resource_version, "11");
+	CHECK(!hapg_lease_clock_restarts(&seen, &next));
+	/* a renewal changes renewTime */
+	strcpy(next.renew_time, "2026-12-03T09:00:10.000000Z");
+	CHECK(hapg_lease_clock_restarts(&seen, &next));
+	/* a new holder, or a new duration */
+	next = seen;
+	strcpy(next.resource_version, "12");
+	strcpy(next.holder, "pg-1");
+	CHECK(hapg_lease_clock_restarts(&seen, &next));
+	next = seen;
+	strcpy(next.resource_version, "12");
+	next.duration_s = 60;
+	CHECK(hapg_lease_clock_restarts(&seen, &next));
+	/* the first Lease seen after none existed */
+	seen.exists = false;
+	next = seen;
+	CHECK(hapg_lease_clock_restarts(&seen, &next));
+}
+
+/* A standby stops to be rewound only after patience, behind a newer timeline. */
+TEST(rewind_patience)
+{
+	CHECK(hapg_rewind_patience_ms(3) == 10000);
+	CHECK(hapg_rewind_patience_ms(30) == 60000);
+	/* the leader is on a newer timeline: wait the patience out */
+	CHECK(!hapg_rewind_due(1000, 1000 + 59999, 30, 3, 2));
+	CHECK(hapg_rewind_due(1000, 1000 + 60000, 30, 3, 2));
+	/* the same or an older leader timeline never asks for a rewind */
+	CHECK(!hapg_rewind_due(1000, 1000 + 600000, 30, 2, 2));
+	CHECK(!hapg_rewind_due(1000, 1000 + 600000, 30, 0, 2));
+	/* short ttl: at least ten seconds */
+	CHECK(!hapg_rewind_due(0, 9999, 3, 2, 1));
+	CHECK(hapg_rewind_due(0, 10000, 3, 2, 1));
+}
+
+/* Every action the decision can ask for has a name and a description. */
+TEST(action_table_is_complete)
+{
+	int			a,
+				b;
+
+	for (a = 0; a < HAPG_NUM_ACTIONS; a++)
+	{
+		CHECK(hapg_action_does((HapgAction) a)[0] != '\0');
+		for (b = 0; b < a; b++)
+			CHECK(strcmp(hapg_action_name((HapgAction) a), hapg_action_name((HapgAction) b)) != 0);
+	}
+	CHECK_STR(hapg_action_name(HAPG_ACT_RENEW), "renew");
+	CHECK_STR(hapg_action_name(HAPG_ACT_FENCE), "fence");
+	CHECK_STR(hapg_action_name((HapgAction) HAPG_NUM_ACTIONS), "none");
+}
+
 void
 run_lease_tests(void)
 {
@@ -832,13 +825,6 @@ run_lease_tests(void)
 	RUN(healthiest_wins);
 	RUN(ties_broken_by_priority_then_name);
 	RUN(ineligible_members_publish_but_never_take);
-	RUN(timing_rule);
-	RUN(member_names);
-	RUN(lsn_round_trip);
-	RUN(wal_record_within_a_page);
-	RUN(wal_record_crosses_a_page);
-	RUN(wal_record_crosses_a_segment);
-	RUN(wal_record_spans_pages);
 	RUN(handover_to_me_waits_for_wal);
 	RUN(handover_to_me_gives_way_to_election);
 	RUN(handover_to_other_blocks_election);
@@ -848,4 +834,8 @@ run_lease_tests(void)
 	RUN(paused_leader_does_not_fence_on_overdue_renewal);
 	RUN(paused_leader_still_fences_on_other_holder);
 	RUN(paused_handover_to_me_still_works);
+	RUN(fence_deadline_formula);
+	RUN(expiry_clock_restarts_only_on_renewal);
+	RUN(rewind_patience);
+	RUN(action_table_is_complete);
 }

@@ -31,5 +31,7 @@ extern const char *unit_current;
 extern void run_lease_tests(void);
 extern void run_kjson_tests(void);
 extern void run_steer_tests(void);
+extern void run_members_tests(void);
+extern void run_common_tests(void);
 
 #endif

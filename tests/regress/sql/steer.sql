@@ -1,5 +1,5 @@
 -- Steering functions: not for PUBLIC, granted to hapg_admin; refusals are
--- SQL errors with a hint.  No API is reachable here (tests/regress.conf).
+-- SQL errors with a hint.  No API is reachable here (tests/regress/regress.conf).
 SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = 'hapg_admin';
 SELECT p.oid::regprocedure AS function,
        has_function_privilege('public', p.oid, 'EXECUTE') AS public,

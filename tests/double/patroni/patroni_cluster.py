@@ -1,6 +1,6 @@
 """Run Debian's Patroni (3.0.2, Kubernetes mode) against the API double.
 
-Used by tests/double/test_patroni.py and bench/patroni_side.py:
+Used by tests/double/patroni/test_patroni.py and bench/patroni_side.py:
 
     c = PatroniCluster(workdir, api_urls=[url0, url1, url2], ca_file=ca,
                        tokens=['tok-0', 'tok-1', 'tok-2'], admin_token='tester',

@@ -1,0 +1,156 @@
+/*
+ * worker.h
+ *		The hapg background worker's state, one struct passed around, and
+ *		the functions its files share.
+ *
+ * worker.c runs the loop of phases; view.c keeps the Lease and Pod caches;
+ * kwrite.c makes every Kubernetes write; act.c carries out decided actions
+ * and the local ones (follow, slots, switchover, hand-over); request.c
+ * serves SQL requests; shmem.c publishes the state for SQL.
+ */
+#ifndef HAPG_WORKER_H
+#define HAPG_WORKER_H
+
+#include "hapg.h"
+#include "kube.h"
+#include "members.h"
+
+#define HAPG_MAX_CAS_ATTEMPTS 3
+
+/* The Lease as last read; the raw object is kept so a replace preserves it. */
+typedef struct HapgLeaseCache
+{
+	bool		valid;			/* a read succeeded and no watch gap since */
+	bool		fresh;			/* read (or watched) during this cycle */
+	json_object *obj;			/* NULL if the Lease does not exist */
+	HapgLeaseInfo info;
+	int64		observed_ms;	/* expiry clock: when its holder last renewed */
+	TimestampTz observed_at;	/* the same moment, wall clock, for SQL */
+	char		watch_rv[HAPG_RV_LEN];
+} HapgLeaseCache;
+
+/* The member Pods, sorted by name. */
+typedef struct HapgPodCache
+{
+	bool		valid;
+	int			n;
+	HapgPodInfo pods[HAPG_MAX_MEMBERS];
+	TimestampTz seen_at[HAPG_MAX_MEMBERS];
+	char		rv[HAPG_RV_LEN];
+} HapgPodCache;
+
+/* Everything the worker remembers; no other mutable state in the worker. */
+typedef struct HapgWorker
+{
+	HapgConfig	cfg;			/* settings in force (settings.c) */
+	HapgLocalState local;		/* this server, read each cycle (pgstate.c) */
+	int64		loop_count;
+	bool		wake;			/* run a cycle at the next pass */
+	int64		next_cycle_ms;	/* the next cycle is due then at the latest */
+
+	/* what this member knows of the cluster (view.c) */
+	HapgLeaseCache lease;
+	HapgPodCache pods;
+	KubeWatch  *lease_watch;
+	KubeWatch  *pod_watch;
+	int64		lease_watch_retry_ms;
+	int64		pod_watch_retry_ms;
+	int64		lease_event_ms; /* last time the Lease watch said anything */
+
+	/* this cycle's observation (worker.c, phase_observe) */
+	bool		lease_known;	/* the decision may trust the Lease view */
+	bool		pod_exists;		/* my Pod exists, as far as we can tell */
+	HapgPodInfo *my_pod;		/* in pods, or NULL */
+	bool		pod_missing_logged;
+
+	/* the lease decision's memory between cycles */
+	bool		was_leader;
+	int64		last_renew_sent_ms; /* send time of my last successful write */
+	HapgRole	role;
+	int64		expires_in_ms;
+	int64		decision_wake_ms;	/* decide again at this time (0: no wish) */
+	HapgCandidate election_peers[HAPG_MAX_MEMBERS];
+
+	/* failover and hand-over (act.c) */
+	bool		promoting;		/* won the Lease as a standby, promotion asked */
+	int64		promote_asked_ms;
+	HapgHistoryEntry pending_history;	/* goes into the next Lease write */
+	bool		have_pending_history;
+	char		candidacy_term[HAPG_RV_LEN];	/* term of my published candidacy */
+	int64		candidacy_sent_ms;
+	uint64		candidacy_lsn;
+	bool		fenced;			/* the postmaster was told to stop */
+	bool		handing_over;	/* stopping for a hand-over; the child releases */
+	int64		handover_not_before_ms; /* let a local caller get its answer first */
+	char		switchover_wait_why[HAPG_MSG_LEN];	/* last logged reason to wait */
+	int64		not_streaming_since_ms;
+
+	/* my Pod as I last published it (kwrite.c) */
+	char		published_key[512];
+	int64		stream_lost_ms;
+
+	/* Kubernetes API health, for hapg_status() (view.c) */
+	bool		api_ok;
+	char		last_error[HAPG_MSG_LEN];
+	int64		logged_error_ms;
+	int64		outage_start_ms;	/* first error of the current outage, or 0 */
+
+	MemoryContext loop_cxt;		/* reset after every pass of the loop */
+} HapgWorker;
+
+/* worker.c */
+extern void hapg_wake_by(HapgWorker *w, int64 at);
+
+/* view.c: the caches, reads, watches; API error reporting */
+extern void hapg_api_error(HapgWorker *w, const char *fmt,...) pg_attribute_printf(2, 3);
+extern void hapg_api_cycle_done(HapgWorker *w);
+extern void hapg_view_start(HapgWorker *w);
+extern void hapg_view_forget(HapgWorker *w);
+extern void hapg_adopt_lease(HapgWorker *w, json_object *obj, int64 seen_ms);
+extern bool hapg_read_lease(HapgWorker *w);
+extern bool hapg_list_pods(HapgWorker *w);
+extern void hapg_refresh_view(HapgWorker *w);
+extern void hapg_ensure_watches(HapgWorker *w, int64 now);
+extern void hapg_cache_pod(HapgWorker *w, const HapgPodInfo *p, bool deleted);
+extern HapgPodInfo *hapg_find_pod(HapgWorker *w, const char *name);
+extern char *hapg_holder_conninfo(HapgWorker *w);
+extern HapgSelf hapg_self(HapgWorker *w);
+extern int	hapg_member_view(HapgWorker *w, HapgMemberView *mv, bool for_decision,
+							 HapgLeaderPos *lp);
+extern int64 hapg_fence_deadline(HapgWorker *w);
+
+/* kwrite.c: every write to the Kubernetes API */
+extern long hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms);
+extern long hapg_edit_lease(HapgWorker *w, const HapgLeaseEdit *e, char *err, int errlen);
+extern bool hapg_publish_candidacy(HapgWorker *w, const HapgDecision *d);
+extern void hapg_publish_pod(HapgWorker *w, HapgPodInfo *pod);
+extern void hapg_clear_stale_primary_labels(HapgWorker *w);
+
+/* act.c: carrying out the decided action, and the local actions */
+typedef enum HapgActOutcome
+{
+	HAPG_DONE = 0,				/* the decision stands */
+	HAPG_DECIDE_AGAIN,			/* the view changed: decide again on it */
+	HAPG_VIEW_STALE,			/* decide once more with the Lease unknown */
+	HAPG_STOPPED				/* this server is being stopped */
+} HapgActOutcome;
+
+extern HapgActOutcome hapg_execute(HapgWorker *w, const HapgDecisionInput *in,
+								   const HapgDecision *d);
+extern HapgActOutcome hapg_act_fence(HapgWorker *w, const HapgDecisionInput *in,
+									 const HapgDecision *d);
+extern void hapg_log_action_table(int elevel);
+extern void hapg_check_promotion(HapgWorker *w);
+extern void hapg_run_switchover(HapgWorker *w);
+extern void hapg_follow_leader(HapgWorker *w);
+extern void hapg_keep_slots(HapgWorker *w, bool leader);
+extern void hapg_on_shutdown_request(HapgWorker *w);
+extern void hapg_forget_cancelled_handover(void);
+
+/* request.c: the worker's side of the SQL request channel */
+extern void hapg_serve_requests(HapgWorker *w);
+
+/* shmem.c: the state SQL reads */
+extern void hapg_publish_shared(HapgWorker *w);
+
+#endif							/* HAPG_WORKER_H */
