@@ -2,5 +2,5 @@
 # json-c).  tests/unit links them; a simulation or a fuzzer can too:
 #   include $(HAPG_ROOT)/src/pure.mk
 #   SRCS += $(addprefix $(HAPG_ROOT)/,$(HAPG_PURE_SRCS))
-HAPG_PURE_SRCS = src/common.c src/lease.c src/steer.c src/kjson.c src/members.c
-HAPG_PURE_HDRS = src/common.h src/lease.h src/steer.h src/kjson.h src/members.h
+HAPG_PURE_SRCS = src/common.c src/lease.c src/steer.c src/kjson.c src/members.c src/watchframe.c
+HAPG_PURE_HDRS = src/common.h src/lease.h src/steer.h src/kjson.h src/members.h src/watchframe.h

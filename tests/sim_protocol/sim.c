@@ -22,6 +22,7 @@
  * The invariants are checked after every event (see check_invariants()).
  */
 #include "sim.h"
+#include "members.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -918,8 +919,12 @@ adopt_lease(Sim *s, int m, const SLease *obj, int64_t seen)
 		return;
 	if (!w->lease.exists || obj->rv != w->lease.rv)
 	{
-		if (!w->lease.exists || strcmp(obj->holder, w->lease.holder) != 0 ||
-			obj->renew_seq != w->lease.renew_seq || obj->duration_s != w->lease.duration_s)
+		HapgLeaseView was,
+					next;
+
+		to_view(&w->lease, w->lease.exists, &was);
+		to_view(obj, true, &next);
+		if (hapg_lease_clock_restarts(&was, &next))
 			w->observed_ms = seen;
 		if (strcmp(obj->holder, w->lease.holder) != 0 ||
 			obj->sw_pending != w->lease.sw_pending ||
@@ -1077,34 +1082,82 @@ do_promote(Sim *s, int m, bool handover)
 	trace(s, "%s promoting from tl %d at %" PRIu64, mb->name, mb->tl, mb->lsn);
 }
 
-/* Fill the member views a leader plans a switchover with (fill_members). */
-static int
-fill_members(Sim *s, int m, HapgMemberView *mv)
+/* The Lease as the worker keeps it, for the member view. */
+static void
+to_info(const SLease *l, bool have, HapgLeaseInfo *li)
 {
-	int			i;
-	int			n = 0;
+	memset(li, 0, sizeof(*li));
+	to_view(l, have, &li->view);
+	if (!have)
+		return;
+	li->has_leader_lsn = l->has_leader_lsn;
+	li->leader_lsn = l->leader_lsn;
+	li->leader_timeline = l->leader_tl;
+}
 
+/*
+ * The leader's member view (members.c, as view.c builds it): itself first
+ * hand, its walsenders for the standbys streaming from it, every member's
+ * Pod status as published.
+ */
+static int
+fill_members(Sim *s, int m, HapgMemberView *mv, HapgLeaderPos *lp)
+{
+	Member	   *mb = &s->mem[m];
+	HapgMembersInput in;
+	HapgLeaseInfo li;
+	static HapgPodInfo pods[SIM_MAX_N];
+	static HapgMemberPos senders[SIM_MAX_N];
+	int64_t		seen[SIM_MAX_N];
+	int			ns = 0;
+	int			i;
+	int			n;
+
+	memset(&in, 0, sizeof(in));
+	to_info(&mb->w.lease, mb->w.lease_have, &li);
 	for (i = 0; i < s->n; i++)
 	{
 		Member	   *o = &s->mem[i];
-		HapgMemberView *v = &mv[n++];
+		HapgPodInfo *p = &pods[i];
 
-		memset(v, 0, sizeof(*v));
-		snprintf(v->name, sizeof(v->name), "%s", o->name);
-		v->has_status = true;
-		v->replica = i == m ? false : in_recovery(o);
-		v->priority = 1;
+		memset(p, 0, sizeof(*p));
+		snprintf(p->name, sizeof(p->name), "%s", o->name);
+		p->has_status = o->pg != PG_DOWN;
+		snprintf(p->role, sizeof(p->role), "%s", in_recovery(o) ? "replica" : "leader");
+		snprintf(p->state, sizeof(p->state), "%s",
+				 o->pg == PG_STANDBY && o->stream_from != NOWHERE ? "streaming" :
+				 in_recovery(o) ? "recovering" : "running");
+		p->timeline = o->tl;
+		p->lsn = o->lsn;
+		snprintf(p->connect_address, sizeof(p->connect_address), "10.0.0.%d:5432", 10 + i);
+		p->priority = 1;
+		seen[i] = 0;
 		if (i != m && o->stream_from == m && o->pg == PG_STANDBY)
 		{
-			v->streaming = true;
-			v->has_lsn = true;
-			v->lsn = o->lsn;
-			snprintf(v->state, sizeof(v->state), "streaming");
+			snprintf(senders[ns].name, sizeof(senders[ns].name), "%s", o->name);
+			senders[ns].lsn = o->lsn;
+			snprintf(senders[ns].state, sizeof(senders[ns].state), "streaming");
+			ns++;
 		}
-		else
-			snprintf(v->state, sizeof(v->state), i == m ? "running" : "disconnected");
 	}
-	return n;
+	in.self.name = mb->name;
+	in.self.role = mb->w.role;
+	in.self.in_recovery = in_recovery(mb);
+	in.self.streaming = mb->stream_from != NOWHERE;
+	in.self.state = in_recovery(mb) ? "recovering" : "running";
+	in.self.timeline = (uint32_t) mb->tl;
+	in.self.lsn = mb->lsn;
+	in.self.connect_address = pods[m].connect_address;
+	in.self.priority = 1;
+	in.self.nsenders = ns;
+	in.self.senders = senders;
+	in.lease = &li;
+	in.npods = s->n;
+	in.pods = pods;
+	in.pod_seen_at = seen;
+	n = hapg_build_members(&in, mv, HAPG_MAX_MEMBERS);
+	*lp = hapg_leader_pos(&in);
+	return hapg_members_for_decision(mv, n);
 }
 
 /* hand_over: stop cleanly; the child releases the Lease to target. */
@@ -1131,7 +1184,8 @@ run_switchover(Sim *s, int m)
 	Worker	   *w = &mb->w;
 	HapgSwitchover sw;
 	HapgSwitchoverPlan plan;
-	HapgMemberView mv[SIM_MAX_N];
+	HapgMemberView mv[HAPG_MAX_MEMBERS];
+	HapgLeaderPos lp;
 	int			n;
 	Req			proto;
 
@@ -1143,9 +1197,9 @@ run_switchover(Sim *s, int m)
 	snprintf(sw.from, sizeof(sw.from), "%s", w->lease.sw_from);
 	snprintf(sw.to, sizeof(sw.to), "%s", w->lease.sw_to);
 	sw.requested_at_us = w->lease.sw_requested_us;
-	n = fill_members(s, m, mv);
+	n = fill_members(s, m, mv, &lp);
 	hapg_plan_switchover(&sw, mb->name, s->t * 1000 + mb->wall_offset_us,
-						 (int64_t) s->ttl * 1000000, mv, n, mb->lsn, 1024 * 1024, &plan);
+						 (int64_t) s->ttl * 1000000, mv, n, lp.lsn, 1024 * 1024, &plan);
 	if (plan.step == HAPG_SW_WAIT)
 	{
 		if (plan.wait_us > 0)
@@ -1178,7 +1232,7 @@ follow_leader(Sim *s, int m)
 	Worker	   *w = &mb->w;
 	int			h;
 	int64_t		now = mono(s, m);
-	int64_t		patience = 2000L * s->ttl > 10000 ? 2000L * s->ttl : 10000;
+	int64_t		patience = hapg_rewind_patience_ms(s->ttl);
 
 	if (!in_recovery(mb) || mb->pg == PG_STARTING || w->promoting ||
 		w->role == HAPG_ROLE_LEADER)
@@ -1396,7 +1450,7 @@ cycle_start(Sim *s, int m)
 	if (w->promoting && !in_recovery(mb))
 		w->promoting = false;
 	if (w->was_leader && !in_recovery(mb) && w->last_renew_sent > 0)
-		w->deadline = w->last_renew_sent + s->ttl * 1000L - fence_margin(s);
+		w->deadline = hapg_fence_deadline_ms(w->last_renew_sent, s->ttl, fence_margin(s));
 	else
 		w->deadline = 0;
 	w->decision_wake = 0;
@@ -1511,7 +1565,7 @@ cycle_resume(Sim *s, int m, Req *r)
 				w->last_renew_sent = w->write_sent;
 				/* the commit guard of issue 9: last renewal sent + ttl - margin */
 				mb->guard_set = true;
-				mb->writable_until = w->write_sent + s->ttl * 1000L - fence_margin(s);
+				mb->writable_until = hapg_fence_deadline_ms(w->write_sent, s->ttl, fence_margin(s));
 				mb->joined = true;
 				if (w->d.action != HAPG_ACT_RENEW)
 					s->res->elections++;
@@ -1631,7 +1685,7 @@ worker_wake(Sim *s, int m)
 	if (w->promoting && mb->pg == PG_PRIMARY)
 		w->wake_cycle = true;
 	if (w->was_leader && !w->fenced && w->last_renew_sent > 0 &&
-		mono(s, m) >= w->last_renew_sent + s->ttl * 1000L - fence_margin(s))
+		mono(s, m) >= hapg_fence_deadline_ms(w->last_renew_sent, s->ttl, fence_margin(s)))
 		w->wake_cycle = true;
 	worker_loop(s, m);
 }
@@ -2059,10 +2113,11 @@ inject_fault(Sim *s)
 			if (leader != NOWHERE && s->mem[leader].pg == PG_PRIMARY &&
 				s->mem[leader].w.alive && s->mem[leader].w.was_leader && !s->mem[leader].w.fenced)
 			{
-				HapgMemberView mv[SIM_MAX_N];
-				int			n = fill_members(s, leader, mv);
-				const HapgMemberView *best = hapg_best_replica(mv, n, s->mem[leader].name, true,
-															   s->mem[leader].lsn, 1024 * 1024);
+				HapgMemberView mv[HAPG_MAX_MEMBERS];
+				HapgLeaderPos lp;
+				int			n = fill_members(s, leader, mv, &lp);
+				const HapgMemberView *best = hapg_best_replica(mv, n, s->mem[leader].name, lp.known,
+															   lp.lsn, 1024 * 1024);
 
 				if (best)
 					hand_over(s, leader, best->name);
