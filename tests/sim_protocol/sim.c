@@ -24,6 +24,14 @@
 #include "sim.h"
 #include "members.h"
 
+/* issue 9's commit rule, once src/commitrule.c is part of the pure core */
+#if defined(__has_include)
+#if __has_include("commitrule.h")
+#include "commitrule.h"
+#define SIM_COMMITRULE 1
+#endif
+#endif
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -517,7 +525,31 @@ accepts_writes(Sim *s, int m)
 	if (paused(s, m) || mb->pg != PG_PRIMARY)
 		return false;
 	if (s->cfg.commit_guard)
+	{
+#ifdef SIM_COMMITRULE
+		/* the real rule: writable_until as the worker publishes it */
+		HapgWritableInput wi;
+		HapgCommitInput ci;
+
+		memset(&wi, 0, sizeof(wi));
+		wi.configured = true;
+		wi.in_cluster = true;
+		wi.leader = mb->w.alive && mb->w.was_leader;
+		wi.fenced = mb->w.fenced || !mb->w.alive;
+		wi.last_renew_sent_ms = mb->w.last_renew_sent;
+		wi.ttl_s = s->ttl;
+		wi.fence_margin_ms = fence_margin(s);
+		memset(&ci, 0, sizeof(ci));
+		ci.writable_until_us = hapg_writable_until(&wi);
+		ci.now_us = (uint64_t) mono(s, m) * 1000;
+		ci.enabled = true;
+		ci.writes = true;
+		ci.primary = true;
+		return hapg_commit_allowed(&ci);
+#else
 		return mb->guard_set && mono(s, m) < mb->writable_until;
+#endif
+	}
 	return true;
 }
 
