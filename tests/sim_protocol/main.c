@@ -156,8 +156,8 @@ expect_safe(const char *name, const SimConfig *base, uint64_t first, int64_t ste
 		printf("FAIL %s: seed %" PRIu64 " violates: %s\n", name, bad, r->violation);
 		replay(base, bad, per_seed, 60);
 		printf("    reproduce: tests/sim_protocol/sim_protocol --one %" PRIu64 " --steps %" PRId64 "%s%s\n", bad, per_seed,
-			   base->commit_guard ? (base->handover_fix ? "" : " --no-handover-fix") :
-			   base->no_pause ? " --no-guard --no-pause" : " --no-guard",
+			   base->commit_guard ? (base->handover_fix ? (base->restart_without_wait ? " --restart-without-wait" : "") : " --no-handover-fix") :
+			   base->no_pause ? (base->cut_winners ? " --no-guard --no-pause --cut-winners" : " --no-guard --no-pause") : " --no-guard",
 			   base->observe_at_response ? "" : " --observe-at-send");
 	}
 	else
@@ -260,6 +260,8 @@ main(int argc, char **argv)
 			base.commit_guard = false;
 		else if (strcmp(argv[i], "--whole-pauses") == 0)
 			base.whole_pauses_only = true;
+		else if (strcmp(argv[i], "--cut-winners") == 0)
+			base.cut_winners = true;
 		else if (strcmp(argv[i], "--worker-stalls") == 0)
 			base.worker_stalls_only = true;
 		else if (strcmp(argv[i], "--no-pause") == 0)
@@ -280,7 +282,7 @@ main(int argc, char **argv)
 		}
 		else
 		{
-			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--worker-stalls] [--no-pause] [--mutation fence-late|cas|no-takeover|promoting-forgets] [--observe-at-send] [--steps N]\n",
+			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--worker-stalls] [--cut-winners] [--no-pause] [--mutation fence-late|cas|no-takeover|promoting-forgets] [--observe-at-send] [--steps N]\n",
 					argv[0]);
 			return 2;
 		}
@@ -346,8 +348,12 @@ main(int argc, char **argv)
 		c.mutation = MUT_PROMOTING_FORGETS;
 		c.commit_guard = false;
 		c.no_pause = true;
+		c.cut_winners = true;
 		expect_caught("without the commit guard, lease.c before its fix (a promoting winner cut off from the API never fences): caught",
-					  &c, first + 1000000, 60000000, "--mutation promoting-forgets --no-guard --no-pause");
+					  &c, first, 40000000, "--mutation promoting-forgets --no-guard --no-pause --cut-winners");
+		c.mutation = MUT_NONE;
+		expect_safe("the same schedule with lease.c as it is", &c, first, soak ? steps : steps / 5,
+					STEPS_PER_SEED);
 		c = base;
 		c.mutation = MUT_NO_TAKEOVER;
 		expect_caught("mutation: standbys never taking an expired Lease is caught (liveness)", &c,

@@ -814,11 +814,21 @@ server_apply(Sim *s, Req *r)
 				r->status = 409;
 			else
 			{
+				bool		taken = strcmp(s->lease.holder, r->body.holder) != 0 &&
+					r->body.holder[0] != '\0';
+
 				s->lease = r->body;
 				s->lease.exists = true;
 				s->lease.rv = s->next_rv++;
 				r->status = 200;
 				broadcast_lease(s);
+				if (taken && s->cfg.cut_winners && !s->quiet && rng_permille(&s->rng, 300))
+				{
+					/* the adversary cuts a new holder off right after its win */
+					s->mem[r->m].cut_until = s->t + rng_range(&s->rng, 1, 2 * s->ttl * 1000L);
+					s->mem[r->m].cut_hang = rng_permille(&s->rng, 500);
+					s->mem[r->m].watch_stall_until = s->mem[r->m].cut_until;
+				}
 			}
 			r->snap = s->lease;
 			break;
@@ -1102,7 +1112,11 @@ do_promote(Sim *s, int m, bool handover)
 		{
 			int			ftl = s->mem[from].final_tl;
 
-			if (mb->tl != ftl || mb->lsn < s->acked_max[ftl])
+			uint64_t	leaves;
+
+			/* its history must hold every write acknowledged on the old leader's timeline */
+			if (!tl_ancestor(s, ftl, mb->tl, &leaves) ||
+				(leaves < mb->lsn ? leaves : mb->lsn) < s->acked_max[ftl])
 				violation(s, "hand-over from %s to %s loses acknowledged writes: target at tl %d/%" PRIu64 ", acknowledged up to tl %d/%" PRIu64,
 						  s->mem[from].name, mb->name, mb->tl, mb->lsn, ftl, s->acked_max[ftl]);
 		}

@@ -43,6 +43,7 @@ typedef struct SimConfig
 	bool		no_pause;		/* leave out pauses (to isolate other faults) */
 	bool		whole_pauses_only;	/* pauses stop the whole member, never only the worker */
 	bool		worker_stalls_only; /* pauses stop only the worker, never the server */
+	bool		cut_winners;	/* cut a new Lease holder off the API right after its win */
 } SimConfig;
 
 /* What one run found. */
