@@ -80,6 +80,7 @@ replay(const SimConfig *base, uint64_t seed, int64_t per_seed, int lines)
 	free(r);
 }
 
+/* Sum one run into the totals. */
 static void
 add(Totals *t, const SimResult *r)
 {
@@ -124,6 +125,7 @@ run_seeds(const SimConfig *base, uint64_t first, int64_t steps, int64_t per_seed
 	return 0;
 }
 
+/* The figures of a group of runs. */
 static void
 print_totals(const char *what, const Totals *t, double secs)
 {
@@ -228,6 +230,7 @@ expect_deterministic(const SimConfig *base, uint64_t seed)
 	free(b);
 }
 
+/* The whole CI run, or one seed with its trace (--one). */
 int
 main(int argc, char **argv)
 {

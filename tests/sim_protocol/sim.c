@@ -444,6 +444,7 @@ mono_at(const Member *mb, int64_t t)
 	return mb->anchor_mono + d + d * mb->ppm / 1000000;
 }
 
+/* A member's monotonic clock now. */
 static int64_t
 mono(Sim *s, int m)
 {
@@ -479,18 +480,21 @@ clock_rerate(Sim *s, int m, int ppm)
 
 /* ------------------------------------------------------------------ members */
 
+/* Is the whole member stopped (SIGSTOP) right now? */
 static bool
 paused(Sim *s, int m)
 {
 	return s->t < s->mem[m].paused_until;
 }
 
+/* Is its worker stopped, alone or with the whole member? */
 static bool
 worker_paused(Sim *s, int m)
 {
 	return paused(s, m) || s->t < s->mem[m].worker_paused_until;
 }
 
+/* A member's index by name, or NOWHERE. */
 static int
 member_by_name(Sim *s, const char *name)
 {
@@ -502,6 +506,7 @@ member_by_name(Sim *s, const char *name)
 	return NOWHERE;
 }
 
+/* hapg_fence_margin_ms, one second short under the fence-late mutation. */
 static int64_t
 fence_margin(Sim *s)
 {
@@ -609,6 +614,7 @@ common_point(Sim *s, int a, int b)
 	return 0;
 }
 
+/* A PostgreSQL state change voids the transitions scheduled before it. */
 static void
 bump_pg(Sim *s, int m)
 {
@@ -1915,6 +1921,7 @@ child_answer(Sim *s, int m, Req *r)
 
 /* ------------------------------------------------------------------ invariants */
 
+/* Record the first broken invariant of the run, with the step it broke at. */
 static void
 violation(Sim *s, const char *fmt,...)
 {
@@ -2316,6 +2323,7 @@ sim_init(Sim *s, const SimConfig *cfg, SimResult *res)
 	ev_push(s, s->quiet_until, EV_FAULT, NOWHERE, 0, 0);
 }
 
+/* One run: events in time order, the invariants after each, until done. */
 void
 sim_run(const SimConfig *cfg, SimResult *res)
 {
