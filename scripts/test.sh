@@ -3,6 +3,8 @@
 #   1. installs the dependencies (apt-get, only when missing), builds and
 #      installs the extension (make && make install)
 #   2. C unit tests         make -C tests/unit check
+#      protocol simulation  make -C tests/sim_protocol check (part simproto)
+#      fuzzers              make -C tests/fuzz check (part fuzz)
 #   3. pg_regress           make regress-temp (temp instance, as user postgres)
 #   4. the API double       pytest tests/double
 #   5. the launcher         pytest tests/launcher
@@ -12,7 +14,9 @@
 # Prints each part's result and a last line "N passed, N failed" summing all
 # parts; exits non-zero if anything failed.
 #
-# Environment: HAPG_TEST_ONLY="unit regress double launcher cluster sim" (subset of parts),
+# Environment: HAPG_TEST_ONLY="unit simproto fuzz regress double launcher cluster sim" (subset of parts),
+# HAPG_SIM_STEPS (simproto's steps, default 40 million), HAPG_FUZZ_SECONDS
+# (seconds per fuzz target, default 30),
 # HAPG_PGROOT=/some/dir, not under /tmp (install hapg into a private, relocated copy of
 # PostgreSQL there instead of the system's, so that several checkouts can be
 # tested at once on one machine; HAPG_PGBIN points the tests at it),
@@ -22,7 +26,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/scripts/deps.sh"
 export PYTHONDONTWRITEBYTECODE=1
-ONLY="${HAPG_TEST_ONLY:-unit regress double launcher cluster sim}"
+ONLY="${HAPG_TEST_ONLY:-unit simproto fuzz regress double launcher cluster sim}"
 OUT="$(mktemp -d /tmp/hapg-test-XXXXXX)"
 chmod 755 "$OUT"
 TOTAL_P=0
@@ -132,6 +136,37 @@ if want unit; then
         fi
     else
         record unit 0 1 "tests/unit/Makefile is missing"
+    fi
+fi
+
+# ------------------------------------------------------------------ proof: simulation and fuzzers
+# (issue 17, parts 2 and 3) Both build with ASan+UBSan, need no PostgreSQL and
+# no network, and print "N passed, N failed"; together about 4-5 minutes.
+run_make_part() {  # name timeout make-args...
+    local name="$1" tmo="$2"; shift 2
+    local log="$OUT/$name.log" rc line p f
+    timeout -k 10 "$tmo" make "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    line="$(grep -oE '(^|[[:space:]])[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)"
+    if [ -n "$line" ]; then
+        p="$(awk '{print $1}' <<<"$line")"
+        f="$(awk '{print $3}' <<<"$line")"
+        [ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+        record "$name" "$p" "$f" "make exit $rc"
+    else
+        record "$name" 0 1 "no 'N passed, N failed' line; make exit $rc"
+    fi
+}
+if want simproto; then
+    echo "== simproto: make -C tests/sim_protocol check (deterministic simulation of the lease protocol)"
+    run_make_part simproto 900 -C "$ROOT/tests/sim_protocol" check STEPS="${HAPG_SIM_STEPS:-40000000}"
+fi
+if want fuzz; then
+    echo "== fuzz: make -C tests/fuzz check (libFuzzer, ${HAPG_FUZZ_SECONDS:-30} s per target)"
+    if command -v clang >/dev/null 2>&1; then
+        run_make_part fuzz 900 -C "$ROOT/tests/fuzz" check FUZZ_SECONDS="${HAPG_FUZZ_SECONDS:-30}"
+    else
+        record fuzz 0 1 "clang is missing (scripts/deps.sh installs it)"
     fi
 fi
 

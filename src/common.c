@@ -61,9 +61,9 @@ hapg_timing_valid(int ttl_s, int loop_wait_s, int retry_timeout_s,
 	if ((int64_t) loop_wait_s + 2 * (int64_t) retry_timeout_s > ttl_s)
 	{
 		snprintf(msg, msglen,
-				 "hapg.loop_wait (%ds) + 2 * hapg.retry_timeout (%ds) = %ds exceeds hapg.ttl (%ds)",
+				 "hapg.loop_wait (%ds) + 2 * hapg.retry_timeout (%ds) = %llds exceeds hapg.ttl (%ds)",
 				 loop_wait_s, retry_timeout_s,
-				 loop_wait_s + 2 * retry_timeout_s, ttl_s);
+				 (long long) ((int64_t) loop_wait_s + 2 * (int64_t) retry_timeout_s), ttl_s);
 		return false;
 	}
 	if (msglen > 0)

@@ -30,6 +30,20 @@ copy_str(char *dst, size_t dstlen, const char *src)
 	return true;
 }
 
+/*
+ * A published host:port is pasted into a libpq connection string and the
+ * rejoin note: nothing but host name, IP address and port characters.
+ */
+static bool
+plain_address(const char *s)
+{
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+			  (*s >= '0' && *s <= '9') || strchr(".-:[]%_", *s) != NULL))
+			return false;
+	return true;
+}
+
 /* Walk a path of object keys; NULL when any step is missing or not an object. */
 static json_object *
 jget(json_object *obj, const char *k1, const char *k2, const char *k3)
@@ -335,6 +349,13 @@ hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
 		snprintf(err, errlen, "Lease holderIdentity is too long");
 		return false;
 	}
+	/* the holder goes into logs, the rejoin note and the guard's verdict line */
+	if (out->view.holder[0] && !hapg_valid_member_name(out->view.holder))
+	{
+		snprintf(err, errlen, "Lease holderIdentity is not a member name (lower-case letters, digits, '-' and '.')");
+		out->view.holder[0] = '\0';
+		return false;
+	}
 	if ((s = jstr(jget(spec, "renewTime", NULL, NULL))))
 		copy_str(out->view.renew_time, sizeof(out->view.renew_time), s);
 	out->view.duration_s = jint(jget(spec, "leaseDurationSeconds", NULL, NULL), 0);
@@ -413,7 +434,7 @@ hapg_parse_pod(json_object *obj, const char *role_label_key,
 	out->timeline = jint(jget(st, "timeline", NULL, NULL), 0);
 	if ((s = jstr(jget(st, "lsn", NULL, NULL))))
 		hapg_parse_lsn(s, &out->lsn);
-	if ((s = jstr(jget(st, "connect_address", NULL, NULL))))
+	if ((s = jstr(jget(st, "connect_address", NULL, NULL))) && plain_address(s))
 		copy_str(out->connect_address, sizeof(out->connect_address), s);
 	if ((s = jstr(jget(st, "version", NULL, NULL))))
 		copy_str(out->version, sizeof(out->version), s);

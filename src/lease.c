@@ -301,10 +301,14 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 		}
 	}
 
-	/* 2. The API could not be read: nothing can be written either. */
+	/*
+	 * 2. The API could not be read: nothing can be written either.  A winner
+	 * still promoting stays leader too, or it would forget to fence once it
+	 * is writable (found by tests/sim_protocol).
+	 */
 	if (!l->known)
 	{
-		if (primary && in->was_leader)
+		if (in->was_leader && (primary || (in->promoting && !in->starting)))
 		{
 			int64_t		left = in->last_renew_sent_ms + ttl_ms - in->now_ms;
 

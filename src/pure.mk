@@ -3,6 +3,6 @@
 #   include $(HAPG_ROOT)/src/pure.mk
 #   SRCS += $(addprefix $(HAPG_ROOT)/,$(HAPG_PURE_SRCS))
 HAPG_PURE_SRCS = src/common.c src/lease.c src/steer.c src/kjson.c src/members.c \
-                 src/commitrule.c src/metrics.c src/httprules.c
+                 src/commitrule.c src/metrics.c src/httprules.c src/watchframe.c
 HAPG_PURE_HDRS = src/common.h src/lease.h src/steer.h src/kjson.h src/members.h \
-                 src/commitrule.h src/metrics.h src/httprules.h
+                 src/commitrule.h src/metrics.h src/httprules.h src/watchframe.h

@@ -11,6 +11,9 @@ TEST(timing_rule)
 	CHECK(!hapg_timing_valid(29, 10, 10, msg, sizeof(msg)));
 	CHECK(strstr(msg, "exceeds hapg.ttl (29s)") != NULL);
 	CHECK(!hapg_timing_valid(30, 0, 10, msg, sizeof(msg)));
+	/* found by tests/fuzz: the sum in the message must not overflow */
+	CHECK(!hapg_timing_valid(30, 2147483647, 2147483647, msg, sizeof(msg)));
+	CHECK(strstr(msg, "6442450941s") != NULL);
 }
 
 TEST(member_names)

@@ -80,6 +80,58 @@ TEST(overlong_holder_rejected)
 	json_object_put(o);
 }
 
+/* Found by tests/fuzz: a holder goes into logs, the rejoin note and the guard's line. */
+TEST(holder_must_be_a_member_name)
+{
+	HapgLeaseInfo li;
+	char		err[256];
+	json_object *o;
+
+	o = parse("{\"kind\":\"Lease\",\"metadata\":{\"resourceVersion\":\"5\"},\"spec\":{\"holderIdentity\":\"pg-0\\nsource=host=evil\"}}");
+	CHECK(!hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK(strstr(err, "not a member name") != NULL);
+	json_object_put(o);
+	o = parse("{\"kind\":\"Lease\",\"metadata\":{\"resourceVersion\":\"5\"},\"spec\":{\"holderIdentity\":\"a|b\"}}");
+	CHECK(!hapg_parse_lease(o, &li, err, sizeof(err)));
+	json_object_put(o);
+	o = parse("{\"kind\":\"Lease\",\"metadata\":{\"resourceVersion\":\"5\"},\"spec\":{\"holderIdentity\":\"pg-0.db\"}}");
+	CHECK(hapg_parse_lease(o, &li, err, sizeof(err)));
+	CHECK_STR(li.view.holder, "pg-0.db");
+	json_object_put(o);
+}
+
+/* What hapg_parse_pod makes of a published connect_address. */
+static void
+check_address(const char *addr, const char *expect)
+{
+	char	   *status = hapg_build_status_json("replica", "streaming", 3, 1, addr, "1.0", false, 1);
+	char	   *patch = hapg_build_pod_patch("role", "replica", status);
+	json_object *o = parse(patch);
+	HapgPodInfo p;
+	char		err[256];
+
+	json_object_object_add(json_object_object_get(o, "metadata"), "name",
+						   json_object_new_string("pg-1"));
+	CHECK(hapg_parse_pod(o, "role", &p, err, sizeof(err)));
+	CHECK_STR(p.connect_address, expect);
+	CHECK(p.has_status);
+	json_object_put(o);
+	free(patch);
+	free(status);
+}
+
+/* Found by tests/fuzz: a published address is pasted into a connection string. */
+TEST(connect_address_must_be_host_port)
+{
+	check_address("10.0.0.1 host=evil:5432", "");
+	check_address("evil:5432\nsource=x", "");
+	check_address("h'x:1", "");
+	check_address("a/b:5432", "");
+	check_address("10.0.0.2:5432", "10.0.0.2:5432");
+	check_address("[fd00::1]:5432", "[fd00::1]:5432");
+	check_address("pg-1.pg.default.svc:5432", "pg-1.pg.default.svc:5432");
+}
+
 TEST(garbage_is_reported)
 {
 	json_object *o;
@@ -797,6 +849,8 @@ run_kjson_tests(void)
 	RUN(lease_is_parsed);
 	RUN(lease_errors);
 	RUN(overlong_holder_rejected);
+	RUN(holder_must_be_a_member_name);
+	RUN(connect_address_must_be_host_port);
 	RUN(garbage_is_reported);
 	RUN(pod_with_status);
 	RUN(label_removal_is_null);

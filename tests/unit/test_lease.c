@@ -237,6 +237,38 @@ TEST(data_dir_gone)
 	CHECK(d.action != HAPG_ACT_RELEASE && d.action != HAPG_ACT_FENCE);
 }
 
+/*
+ * Found by tests/sim_protocol: a winner whose next cycle cannot reach the API
+ * while it is still promoting must stay leader, or it never fences once it
+ * is writable.
+ */
+TEST(api_down_while_promoting_keeps_leadership)
+{
+	HapgDecisionInput in = base_input("pg-0", 0, 5000);
+	HapgDecision d;
+
+	in.in_recovery = true;
+	in.promoting = true;
+	in.was_leader = true;
+	in.last_renew_sent_ms = 4000;
+	in.lease.known = false;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_NONE);
+	CHECK(d.role == HAPG_ROLE_LEADER);
+	CHECK(d.wake_in_ms == 4000 + 30000 - 2000 - 5000);
+	/* promoted now, still no API: it fences in time */
+	in.in_recovery = false;
+	in.promoting = false;
+	in.now_ms = 4000 + 30000 - 2000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.action == HAPG_ACT_FENCE);
+	/* a standby that is not promoting has no leadership to keep */
+	in.in_recovery = true;
+	in.now_ms = 5000;
+	hapg_lease_decide(&in, &d);
+	CHECK(d.role == HAPG_ROLE_REPLICA);
+}
+
 TEST(api_down_non_leader_does_nothing)
 {
 	HapgDecisionInput in = base_input(NULL, 0, 1000);
@@ -785,6 +817,7 @@ run_lease_tests(void)
 	RUN(leader_that_sees_other_holder_fences_at_once);
 	RUN(leader_fences_before_lease_runs_out);
 	RUN(data_dir_gone);
+	RUN(api_down_while_promoting_keeps_leadership);
 	RUN(api_down_non_leader_does_nothing);
 	RUN(member_without_pod_takes_no_part);
 	RUN(election_starts_with_candidacy);
