@@ -9,6 +9,8 @@
 #                                         prints URL= and KUBECONFIG= lines
 #   kube-control-plane.sh down DIR        stop what "up DIR" started (by pid)
 #   kube-control-plane.sh env             prints KUBE_BIN= for the cache in use
+#   kube-control-plane.sh kubectl         build or reuse, and link kubectl into /usr/local/bin
+#                                         unless a kubectl is on PATH (scripts/deps.sh)
 #
 # The binaries live outside the repository, in $HAPG_KUBE_CACHE
 # (default /var/cache/hapg-kube/<release>), and are rebuilt only when the
@@ -72,11 +74,13 @@ cmd_build() {
 	echo "$BIN"
 }
 
-# Waits up to $2 seconds for $1 (a command) to succeed.
+# Waits up to $2 seconds for $1 (a command) to succeed; gives up early when
+# its first word's process (kill -0 PID) is gone.
 wait_for() {
 	local i
 	for ((i = 0; i < $2 * 5; i++)); do
 		if eval "$1" >/dev/null 2>&1; then return 0; fi
+		case $1 in "kill -0 "*) eval "${1%%&&*}" 2>/dev/null || return 1 ;; esac
 		sleep 0.2
 	done
 	return 1
@@ -138,6 +142,7 @@ EOF
 	# TokenRequest API expire within minutes, so a member re-reads its token file for real.
 	"$BIN/kube-apiserver" \
 		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
+		--endpoint-reconciler-type none \
 		--etcd-servers "http://127.0.0.1:$eport" \
 		--tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
 		--client-ca-file "$pki/ca.crt" \
@@ -174,7 +179,8 @@ contexts:
 current-context: hapg-test
 EOF
 	echo "https://127.0.0.1:$port" >"$dir/url"
-	wait_for "curl -sf --cacert $pki/ca.crt --cert $pki/admin.crt --key $pki/admin.key https://127.0.0.1:$port/readyz" 120 ||
+	wait_for "kill -0 $(cat "$dir/apiserver.pid") && curl -sf --cacert $pki/ca.crt --cert $pki/admin.crt --key $pki/admin.key https://127.0.0.1:$port/readyz" 120 &&
+		kill -0 "$(cat "$dir/apiserver.pid")" ||
 		{ cmd_down "$dir"; die "kube-apiserver did not become ready: $dir/apiserver.log"; }
 	echo "URL=https://127.0.0.1:$port"
 	echo "KUBECONFIG=$dir/kubeconfig"
@@ -205,6 +211,15 @@ case ${1:-} in
 build) cmd_build ;;
 up) shift; cmd_up "$@" ;;
 down) shift; cmd_down "$@" ;;
+kubectl)
+	if command -v kubectl >/dev/null 2>&1; then
+		echo "kube-control-plane: kubectl is $(command -v kubectl)" >&2
+	else
+		bin=$(cmd_build)
+		ln -sf "$bin/kubectl" /usr/local/bin/kubectl
+		echo "kube-control-plane: linked /usr/local/bin/kubectl -> $bin/kubectl" >&2
+	fi
+	;;
 env) echo "KUBE_RELEASE=$KUBE_RELEASE"; echo "KUBE_BIN=$BIN" ;;
-*) sed -n '2,17p' "$0" >&2; exit 2 ;;
+*) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac
