@@ -541,7 +541,10 @@ ensure_watches(int64 now)
 	if (!kube_watch_active(lease_watch))
 	{
 		if (kube_watch_error(lease_watch)[0])
+		{
 			lease.valid = false;	/* we may have missed changes */
+			kube_watch_clear_error(lease_watch);	/* re-read once, then watch again */
+		}
 		if (lease.valid && now >= lease_watch_retry_ms)
 		{
 			char	   *sel = kube_escape(psprintf("metadata.name=%s", cfg.cluster));
@@ -557,7 +560,10 @@ ensure_watches(int64 now)
 	if (!kube_watch_active(pod_watch))
 	{
 		if (kube_watch_error(pod_watch)[0])
+		{
 			pods.valid = false;
+			kube_watch_clear_error(pod_watch);
+		}
 		if (pods.valid && now >= pod_watch_retry_ms)
 		{
 			char	   *path = psprintf("%s&watch=1&allowWatchBookmarks=true&timeoutSeconds=%d&resourceVersion=%s",

@@ -745,9 +745,14 @@ class Cluster:
         self.backend = backend or os.environ.get('HAPG_BACKEND', 'double')
         if self.backend not in ('double', 'real'):
             raise HarnessError('backend %r: double or real' % self.backend)
+        self._rbac_renamed = False
         if self.backend == 'real' and rbac is None:
-            # on the real server a member is a ServiceAccount: the repository's
+            # on the real server a member is always a ServiceAccount: that of
+            # the repository's kubernetes/rbac.yaml, its Role's resourceNames
+            # (the Lease "pg", the ConfigMap "pg-bootstrap") renamed after
+            # this cluster
             rbac = os.path.join(REPO, 'kubernetes', 'rbac.yaml')
+            self._rbac_renamed = True
         self.rbac = rbac
         self.rbac_sa = None             # the ServiceAccount the members are (rbac=)
         self._token_lock = threading.Lock()
@@ -899,6 +904,11 @@ class Cluster:
             for sub in o.get('subjects') or []:
                 if sub.get('kind') == 'ServiceAccount':
                     sub['namespace'] = self.namespace
+            if self._rbac_renamed:
+                for rule in o.get('rules') or []:
+                    if rule.get('resourceNames'):
+                        rule['resourceNames'] = [self.name + n[2:] if n.startswith('pg') else n
+                                                 for n in rule['resourceNames']]
             self.rbac_objects.append(self.double.put_object(o))
         self.rbac_sa = sa
         self.rbac_identity = 'system:serviceaccount:%s:%s' % (self.namespace, sa)
@@ -929,17 +939,15 @@ class Cluster:
         }
 
     def create_pod(self, member):
-        """Create the member's Pod.  On the real server, as there is no
-        kubelet, the status a kubelet would report (Running, Ready, podIP) is
-        then written through the /status subresource."""
+        """Create the member's Pod, then write the status a kubelet would
+        report (Running, Ready, podIP) through the /status subresource: a new
+        Pod is Pending on the real server and on the double alike."""
         m = self.m(member)
         body = self.pod_body(m)
-        if self.backend != 'real':
-            return self.double._ok('POST', '/api/v1/namespaces/%s/pods' % self.namespace,
-                                   body, ok=(200, 201))
         body.pop('status')
-        body['spec'].update({'serviceAccountName': self.rbac_sa, 'automountServiceAccountToken': False,
-                             'enableServiceLinks': False})
+        if self.rbac_sa:
+            body['spec'].update({'serviceAccountName': self.rbac_sa, 'automountServiceAccountToken': False,
+                                 'enableServiceLinks': False})
         self.double._ok('POST', '/api/v1/namespaces/%s/pods' % self.namespace, body, ok=(201,))
         now = k8s_time(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))[:19] + 'Z'
         cond = [{'type': t, 'status': 'True', 'lastTransitionTime': now}
