@@ -5,7 +5,8 @@
 # authorization, the default admission plugins.
 #
 #   kube-control-plane.sh build           build or reuse the binaries; prints their directory
-#   kube-control-plane.sh up DIR [PORT]   start etcd and kube-apiserver with state in DIR;
+#   kube-control-plane.sh up DIR [PORT]   start etcd and kube-apiserver with state in DIR
+#                                         (HAPG_KUBE_OWNER_PID: stopped when that process dies);
 #                                         prints URL= and KUBECONFIG= lines
 #   kube-control-plane.sh down DIR        stop what "up DIR" started (by pid)
 #   kube-control-plane.sh env             prints KUBE_BIN= for the cache in use
@@ -182,6 +183,15 @@ EOF
 	wait_for "kill -0 $(cat "$dir/apiserver.pid") && curl -sf --cacert $pki/ca.crt --cert $pki/admin.crt --key $pki/admin.key https://127.0.0.1:$port/readyz" 120 &&
 		kill -0 "$(cat "$dir/apiserver.pid")" ||
 		{ cmd_down "$dir"; die "kube-apiserver did not become ready: $dir/apiserver.log"; }
+	if [ -n "${HAPG_KUBE_OWNER_PID:-}" ]; then
+		# the owner (a test run) may be killed before it can say "down": then stop
+		# what this started within ~2 s of its death
+		(
+			while kill -0 "$HAPG_KUBE_OWNER_PID" 2>/dev/null && [ -f "$dir/apiserver.pid" ]; do sleep 2; done
+			cmd_down "$dir"
+		) </dev/null >/dev/null 2>&1 &
+		echo $! >"$dir/watchdog.pid"
+	fi
 	echo "URL=https://127.0.0.1:$port"
 	echo "KUBECONFIG=$dir/kubeconfig"
 	echo "CA=$pki/ca.crt"
@@ -221,5 +231,5 @@ kubectl)
 	fi
 	;;
 env) echo "KUBE_RELEASE=$KUBE_RELEASE"; echo "KUBE_BIN=$BIN" ;;
-*) sed -n '2,19p' "$0" >&2; exit 2 ;;
+*) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac

@@ -234,7 +234,8 @@ class KubeApi(harness.Double):
         kube_bin()
         os.makedirs(self.state_dir, exist_ok=True)
         p = subprocess.run(['bash', SCRIPT, 'up', self.state_dir], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, timeout=timeout)
+                           stderr=subprocess.PIPE, text=True, timeout=timeout,
+                           env=dict(os.environ, HAPG_KUBE_OWNER_PID=str(os.getpid())))
         if p.returncode != 0:
             raise harness.HarnessError('the control plane did not start:\n%s\n--- %s:\n%s' % (
                 p.stderr[-3000:], self.log_path, harness._tail(self.log_path, 40)))
