@@ -25,7 +25,9 @@ import harness  # noqa: E402
 
 
 def backends():
-    return os.environ.get('HAPG_BACKENDS', 'double').replace(',', ' ').split()
+    # interned: pytest 7 compares a module-scoped parameter with `is` when it
+    # decides whether a module's fixtures (its cluster) can be kept
+    return [sys.intern(b) for b in os.environ.get('HAPG_BACKENDS', 'double').replace(',', ' ').split()]
 
 
 def pytest_configure(config):
