@@ -68,16 +68,19 @@ def wait_following(c, leader, member, timeout=60):
     time it retries, so the row alone proves nothing.)"""
     c.sql(leader, 'SELECT txid_current()')
     marker = lsn_to_int(c.scalar(leader, 'SELECT pg_current_wal_lsn()::text'))
-    tl = timeline(c, leader)
+    tl = [timeline(c, leader)]
 
     def ok():
         if member not in streaming_from(c, leader):
             return False
         r = c.sql1(member, 'SELECT pg_is_in_recovery() AS rec, pg_last_wal_replay_lsn()::text AS lsn')
+        # the leader's timeline as it reports it now: right after a promotion
+        # hapg_status() may still show the old one for a moment
+        tl[0] = timeline(c, leader)
         return (r['rec'] and lsn_to_int(r['lsn'] or '0/0') >= marker
-                and timeline(c, member) == tl)
-    return wait_for(ok, timeout, '%s to follow %s on timeline %d past %X/%X' % (
-        member, leader, tl, marker >> 32, marker & 0xffffffff))
+                and timeline(c, member) == tl[0])
+    return wait_for(ok, timeout, '%s to follow %s on its timeline past %X/%X (leader on %d)' % (
+        member, leader, marker >> 32, marker & 0xffffffff, tl[0]))
 
 
 def _healthy_now(c):
