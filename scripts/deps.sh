@@ -7,7 +7,7 @@
 # in /var/cache/hapg-kube) and linked into /usr/local/bin.
 HAPG_DEBS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
            pkg-config make gcc python3 python3-psycopg2 python3-pytest patroni openssl
-           procps python3-yaml iproute2)
+           procps python3-yaml iproute2 curl)
 
 hapg_install_deps() {
     if [ "$(id -u)" != 0 ]; then
