@@ -68,8 +68,10 @@ Verbs and semantics (as kube-apiserver)
     RFC 3339 with exactly 6 fractional digits (MicroTime), integers must be
     integers; otherwise 400.  Kinds with a status subresource (pods,
     statefulsets, poddisruptionbudgets): the main resource never changes
-    status, .../status changes only status; Pod create keeps a given status
-    (default phase Pending), the others start with their zero status.
+    status, .../status changes only status; a new Pod's status is phase
+    Pending with its qosClass whatever the request said (as the real Pod
+    strategy), the others start with their zero status.  Lease: unknown
+    fields are dropped (fieldValidation=Strict: 400), MicroTimes stored in UTC.
     Secrets: data values must be base64 (400 otherwise), stringData is merged
     into data on every write and not stored, type defaults to Opaque.
     RBAC objects: names are path segments (colons allowed); rules need verbs,
@@ -472,6 +474,46 @@ def invalid(res, name, errs):
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------
+
+LEASE_SPEC_FIELDS = ('holderIdentity', 'leaseDurationSeconds', 'acquireTime', 'renewTime',
+                     'leaseTransitions', 'strategy', 'preferredHolder')
+
+
+def strict_lease_fields(body):
+    """fieldValidation=Strict on a Lease: an unknown field is a 400, as the
+    real server's strict decoder says it."""
+    if not isinstance(body, dict):
+        return
+    unknown = ['%s' % k for k in body if k not in ('apiVersion', 'kind', 'metadata', 'spec')]
+    spec = body.get('spec')
+    if isinstance(spec, dict):
+        unknown += ['spec.%s' % k for k in spec if k not in LEASE_SPEC_FIELDS]
+    if unknown:
+        raise bad_request('Lease in version "v1" cannot be handled as a Lease: strict decoding error: %s'
+                          % ', '.join('unknown field "%s"' % u for u in unknown))
+
+
+def microtime_utc(v):
+    """A valid MicroTime as the real server stores it: in UTC (Z)."""
+    if v.endswith('Z'):
+        return v
+    t = datetime.datetime.strptime(v[:26] + v[26:].replace(':', ''), '%Y-%m-%dT%H:%M:%S.%f%z')
+    return t.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+
+
+def pod_qos_class(spec):
+    """The QoS class the real server gives a new Pod (requests and limits of its containers)."""
+    cs = [c for c in ((spec or {}).get('containers') or []) if isinstance(c, dict)]
+    res = [c.get('resources') or {} for c in cs]
+    if not any((r.get('requests') or r.get('limits')) for r in res):
+        return 'BestEffort'
+    for r in res:
+        lim, req = r.get('limits') or {}, r.get('requests') or lim
+        if not (lim.get('cpu') and lim.get('memory') and req.get('cpu') == lim.get('cpu')
+                and req.get('memory') == lim.get('memory')):
+            return 'Burstable'
+    return 'Guaranteed'
+
 
 def now_rfc3339():
     # metav1.Time precision: whole seconds, UTC
@@ -1098,9 +1140,9 @@ class Cluster:
         if res.generation:
             md['generation'] = 1
         if res.plural == 'pods':
-            st = obj.get('status')
-            if not isinstance(st, dict) or not st:
-                obj['status'] = {'phase': 'Pending'}
+            # as the real Pod strategy: a new Pod's status is Pending whatever
+            # the request said; a kubelet (or the tests) writes it via /status
+            obj['status'] = {'phase': 'Pending', 'qosClass': pod_qos_class(obj.get('spec'))}
         elif res.plural == 'namespaces':
             md.setdefault('labels', {})['kubernetes.io/metadata.name'] = md['name']
             obj['spec'] = {'finalizers': ['kubernetes']}
@@ -1252,13 +1294,19 @@ class Cluster:
                 sub['apiGroup'] = RBAC
 
     def _check_lease_types(self, res, body):
-        # LeaseSpec as the Go decoder sees it (MicroTime: exactly 6 fractional digits)
+        # LeaseSpec as the Go decoder sees it (MicroTime: exactly 6 fractional
+        # digits, stored in UTC); unknown fields are dropped (fieldValidation
+        # Warn, the default; Strict is refused earlier, see strict_lease_fields)
+        for k in [k for k in body if k not in ('apiVersion', 'kind', 'metadata', 'spec')]:
+            del body[k]
         spec = body.get('spec')
         if spec is None:
             body.pop('spec', None)
             return
         if not isinstance(spec, dict):
             raise self._type_error(res, 'spec', 'v1.LeaseSpec', spec)
+        for k in [k for k in spec if k not in LEASE_SPEC_FIELDS]:
+            del spec[k]
         for f in ('holderIdentity', 'strategy', 'preferredHolder'):
             if spec.get(f) is not None and not isinstance(spec[f], str):
                 raise self._type_error(res, 'LeaseSpec.spec.' + f, 'string', spec[f])
@@ -1274,9 +1322,10 @@ class Cluster:
                 raise self._type_error(res, 'LeaseSpec.spec.' + f, 'v1.MicroTime', v)
             if not MICROTIME.match(v):
                 raise bad_request('Lease in version "v1" cannot be handled as a Lease: parsing time %s '
-                                  'as "2006-01-02T15:04:05.000000Z07:00": cannot parse %s as '
-                                  '"2006-01-02T15:04:05.000000Z07:00" (a MicroTime needs exactly six '
-                                  'fractional digits)' % (json.dumps(v), json.dumps(v)))
+                                  'as "2006-01-02T15:04:05.000000Z07:00": cannot parse %s as %s'
+                                  % (json.dumps(v), json.dumps(v[19:] if len(v) > 19 and v[:19].count(':') == 2 else v),
+                                     json.dumps('.000000' if len(v) > 19 else '2006-01-02T15:04:05.000000Z07:00')))
+            spec[f] = microtime_utc(v)
 
     def _validate(self, res, obj):
         """Field validation (422), a subset of the real strategies' Validate."""
@@ -1433,10 +1482,10 @@ class Cluster:
                                           'meta: %s' % (uid, old['metadata']['uid']))
             rv = body['metadata'].get('resourceVersion')
             if not rv and not res.unconditional:
-                raise ApiError(422, '%s "%s" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
+                raise ApiError(422, '%s "%s" is invalid: metadata.resourceVersion: Invalid value: 0: '
                                     'must be specified for an update' % (res.qualified, name), 'Invalid',
                                res.details(name, causes=[{'reason': 'FieldValueInvalid',
-                                                          'message': 'Invalid value: 0x0: must be '
+                                                          'message': 'Invalid value: 0: must be '
                                                                      'specified for an update',
                                                           'field': 'metadata.resourceVersion'}]))
             if rv and rv != old['metadata']['resourceVersion']:
@@ -1452,10 +1501,7 @@ class Cluster:
                                 'strategic merge or JSON patch' % ctype, 'UnsupportedMediaType')
         if ctype not in ('application/merge-patch+json', 'application/strategic-merge-patch+json',
                          'application/json-patch+json'):
-            raise ApiError(415, 'the body of the request was in an unknown format - accepted media types '
-                                'include: application/json-patch+json, application/merge-patch+json, '
-                                'application/apply-patch+yaml, application/strategic-merge-patch+json',
-                           'UnsupportedMediaType')
+            raise ApiError(415, '415: Unsupported Media Type', 'UnsupportedMediaType')
         try:
             doc = json.loads(raw.decode('utf-8') if raw else 'null')
         except (ValueError, UnicodeDecodeError) as e:
@@ -2841,9 +2887,23 @@ class App:
         if rt.verb == 'get':
             return 200, c.get(res, ns, rt.name)
         if rt.verb == 'list':
+            want = query.get('resourceVersion') or ''
+            if want.isdigit() and int(want) > c.rv:
+                # as the watch cache: wait up to 3 s for that resourceVersion, then 504
+                deadline = time.monotonic() + 3
+                while int(want) > c.rv and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if int(want) > c.rv:
+                    raise ApiError(504, 'Timeout: Too large resource version: %s, current: %d' % (want, c.rv),
+                                   'Timeout', {'causes': [{'reason': 'ResourceVersionTooLarge',
+                                                           'message': 'Too large resource version'}],
+                                               'retryAfterSeconds': 1})
             return 200, c.list(res, rt.ns if res.namespaced else None,
                                parse_label_selector(query.get('labelSelector')),
                                parse_field_selector(res, query.get('fieldSelector')))
+        if rt.verb in ('create', 'update') and res.plural == 'leases' and \
+                query.get('fieldValidation') == 'Strict':
+            strict_lease_fields(self._json(body))
         if rt.verb == 'create':
             return 201, c.create(res, ns, self._json(body))
         if rt.verb == 'update':

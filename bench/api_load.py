@@ -9,10 +9,15 @@ together) and measures the agent's memory: for hapg the background worker
 (pid from hapg_status().worker_pid), RSS and PSS from /proc/PID/smaps_rollup.
 Patroni's numbers come from bench/patroni_side.py's run_patroni(...).
 
-Prints one markdown table, side by side.
+Prints one markdown table, side by side.  With --real, hapg is measured a
+second time on the real kube-apiserver (scripts/kube-control-plane.sh, built
+or reused): a second table gives its requests per loop by verb from the API
+server's own apiserver_request_total metric (/metrics, every client: the
+API server's own identity Lease in kube-system renews every 10 s too) and
+from its audit log (the three members only), beside the double's counters.
 
   /usr/bin/python3 bench/api_load.py [--loop-wait 2] [--loops 15] [--ttl 20]
-                                      [--retry-timeout 5] [--skip-patroni]
+                                      [--retry-timeout 5] [--skip-patroni] [--real]
 Runs as root (PostgreSQL runs as user postgres).
 """
 
@@ -31,6 +36,8 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 
 VERBS = ('get', 'list', 'watch', 'create', 'update', 'patch', 'delete')
+METRIC_VERBS = {'GET': 'get', 'LIST': 'list', 'WATCH': 'watch', 'POST': 'create', 'PUT': 'update',
+                'PATCH': 'patch', 'DELETE': 'delete', 'APPLY': 'patch'}
 
 
 class Inserter:
@@ -70,24 +77,39 @@ def per_loop(total_stats, loops):
     return {v: total_stats.get(v, 0) / float(loops) for v in VERBS}
 
 
-def measure_window(double, users, loops, loop_wait):
+def measure_window(double, users, loops, loop_wait, metrics=None):
     """Reset the double's counters, let `loops` loops pass, return
-    {verb: requests per loop} summed over `users`, and per user."""
+    {verb: requests per loop} summed over `users`, and per user.  On the
+    real server `metrics` (a dict) also gets apiserver_request_total's
+    increase per verb over the window, per loop."""
     double.reset_stats()
+    m0 = double.metrics() if metrics is not None else None
     t0 = time.monotonic()
     time.sleep(loops * loop_wait)      # the measurement window itself
     st = double.stats()
     elapsed = time.monotonic() - t0
     n = elapsed / loop_wait
+    if metrics is not None:
+        m1 = double.metrics()
+        for (verb, resource, code), v in m1.items():
+            d = v - m0.get((verb, resource, code), 0)
+            # the metric names HTTP verbs (PUT, POST, ...); hapg's resources only
+            # (the /metrics reads themselves are not counted)
+            key = METRIC_VERBS.get(verb, verb.lower())
+            if d > 0 and resource in ('leases', 'pods'):
+                metrics[key] = metrics.get(key, 0) + d / n
     by_user = st.get('by_user') or {}
     total = {v: sum(int((by_user.get(u) or {}).get(v, 0)) for u in users) for v in VERBS}
     per_user = {u: {v: int((by_user.get(u) or {}).get(v, 0)) / n for v in VERBS} for u in users}
     return per_loop(total, n), per_user
 
 
-def run_hapg(loop_wait, loops, ttl, retry_timeout):
+def run_hapg(loop_wait, loops, ttl, retry_timeout, backend='double'):
     prof = {'ttl': ttl, 'loop_wait': loop_wait, 'retry_timeout': retry_timeout}
-    c = harness.Cluster(n=3, profile=prof)
+    if backend == 'real':
+        os.environ.setdefault('HAPG_KUBE_TOKEN_REFRESH', '3600')   # no token requests in the windows
+    c = harness.Cluster(n=3, profile=prof, backend=backend)
+    real = backend == 'real'
     out = {}
     try:
         c.start()
@@ -98,11 +120,15 @@ def run_hapg(loop_wait, loops, ttl, retry_timeout):
                          'every member api_ok')
         time.sleep(2 * loop_wait)       # let start-up writes drain
         print('hapg: measuring %d idle loops ...' % loops, file=sys.stderr)
-        out['idle'], out['idle_by_user'] = measure_window(c.double, c.names, loops, loop_wait)
+        out['idle_metrics'] = {} if real else None
+        out['idle'], out['idle_by_user'] = measure_window(c.double, c.names, loops, loop_wait,
+                                                          out['idle_metrics'])
         print('hapg: measuring %d loops with a client inserting ...' % loops, file=sys.stderr)
         with Inserter(lambda: c.connect('pg-0'), loops * loop_wait + 60) as ins:
             time.sleep(loop_wait)
-            out['insert'], out['insert_by_user'] = measure_window(c.double, c.names, loops, loop_wait)
+            out['insert_metrics'] = {} if real else None
+            out['insert'], out['insert_by_user'] = measure_window(c.double, c.names, loops, loop_wait,
+                                                                  out['insert_metrics'])
         if ins.error:
             raise ins.error
         out['rows_inserted'] = ins.rows
@@ -218,6 +244,33 @@ def table(h, p, a, patroni_note):
     return '\n'.join(lines + notes)
 
 
+def real_table(h, r, a):
+    """hapg on the double beside hapg on kube-apiserver, requests per loop by verb."""
+    cols = ['double idle', 'double inserting', 'real idle (audit: members)', 'real inserting (audit)',
+            'real idle (apiserver_request_total: all)', 'real inserting (apiserver_request_total)']
+    lines = ['| hapg, requests per loop (3 members) | ' + ' | '.join(cols) + ' |',
+             '|---|' + '---:|' * len(cols)]
+    for v in VERBS + ('total',):
+        def val(d):
+            if d is None:
+                return None
+            return sum(d.get(x, 0) for x in VERBS) if v == 'total' else d.get(v, 0)
+        row = [val(h['idle']), val(h['insert']), val(r['idle']), val(r['insert']),
+               val(r['idle_metrics']), val(r['insert_metrics'])]
+        lines.append('| %s | %s |' % (v, ' | '.join(fmt(x) for x in row)))
+    lines += ['', 'Real server: kube-apiserver %s (scripts/kube-control-plane.sh), same settings; '
+              'apiserver_request_total: leases and pods, every client, the API server\'s own identity '
+              'Lease (kube-system, renewed every 10 s) included.' % real_release()]
+    return '\n'.join(lines)
+
+
+def real_release():
+    import subprocess
+    p = subprocess.run(['bash', os.path.join(os.path.dirname(HERE), 'scripts', 'kube-control-plane.sh'), 'env'],
+                       stdout=subprocess.PIPE, text=True, timeout=30)
+    return dict(x.split('=', 1) for x in p.stdout.split()).get('KUBE_RELEASE', '?')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--loop-wait', type=int, default=2)
@@ -226,6 +279,7 @@ def main():
                     help='default max(20, loop_wait + 2*retry_timeout) (Patroni accepts ttl >= 20)')
     ap.add_argument('--retry-timeout', type=int, default=None, help='default max(loop_wait, 5)')
     ap.add_argument('--skip-patroni', action='store_true')
+    ap.add_argument('--real', action='store_true', help='hapg on kube-apiserver too (second table)')
     a = ap.parse_args()
     if a.retry_timeout is None:
         a.retry_timeout = max(a.loop_wait, 5)
@@ -240,6 +294,10 @@ def main():
         a.loop_wait, a.loops, a.ttl, a.retry_timeout)
     p = p_raw
     print(table(h, p, a, note))
+    if a.real:
+        r = run_hapg(a.loop_wait, a.loops, a.ttl, a.retry_timeout, backend='real')
+        print()
+        print(real_table(h, r, a))
     return 0
 
 

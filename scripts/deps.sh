@@ -2,13 +2,15 @@
 # Installs what hapg needs to build, test and demo on Debian 12 (as root).
 # Sourced by scripts/demo.sh and scripts/test.sh; runs apt-get only when a
 # package is missing (clang and libclang-rt-14-dev: the libFuzzer targets in
-# tests/fuzz).  kubectl is not in Debian 12: it is optional (checked,
-# never installed).
+# tests/fuzz).  kubectl is not in Debian 12: when none is on PATH it
+# is built with the control plane of the real-server tests (Go at
+# /usr/local/go, the Go module proxy; scripts/kube-control-plane.sh, cached
+# in /var/cache/hapg-kube) and linked into /usr/local/bin.
 # libkrb5-dev: PostgreSQL's libpq/libpq-be.h (the client connection, src/commitguard.c) includes gssapi.h
 HAPG_DEBS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
            pkg-config make gcc python3 python3-psycopg2 python3-pytest patroni openssl
            procps python3-yaml iproute2 libkrb5-dev libmicrohttpd-dev haproxy prometheus
-           clang libclang-rt-14-dev)
+           clang libclang-rt-14-dev curl)
 
 hapg_install_deps() {
     if [ "$(id -u)" != 0 ]; then
@@ -29,8 +31,9 @@ hapg_install_deps() {
     fi
     # the Debian package starts a default cluster on 5432; it is not used here
     if ! command -v kubectl >/dev/null 2>&1; then
-        echo "hapg: NOTE: kubectl is not installed (it is not in Debian 12)." >&2
-        echo "hapg:       tests/double's kubectl checks need it; everything else works without it." >&2
+        echo "hapg: kubectl is not installed (it is not in Debian 12): building it (scripts/kube-control-plane.sh)"
+        bash "$(dirname "${BASH_SOURCE[0]}")/kube-control-plane.sh" kubectl ||
+            echo "hapg: NOTE: no kubectl: tests/double's kubectl checks need it" >&2
     fi
     if ! id postgres >/dev/null 2>&1; then
         echo "hapg: user postgres is missing (postgresql-15 should have created it)" >&2

@@ -467,6 +467,13 @@ kube_watch_error(KubeWatch *w)
 	return w->error;
 }
 
+/* The caller acted on a watch's error (re-reads what it covered): forget it. */
+void
+kube_watch_clear_error(KubeWatch *w)
+{
+	w->error[0] = '\0';
+}
+
 /* Hand every complete line in a watch's buffer to its callback. */
 static int
 drain_lines(KubeWatch *w)

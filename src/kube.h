@@ -47,6 +47,7 @@ extern bool kube_watch_start(KubeWatch *w, const char *path, int timeout_s);
 extern void kube_watch_stop(KubeWatch *w);
 extern bool kube_watch_active(KubeWatch *w);
 extern const char *kube_watch_error(KubeWatch *w);
+extern void kube_watch_clear_error(KubeWatch *w);
 extern int	kube_watch_pump(void);
 extern int	kube_watch_sockets(int *fds, int *events, int max);
 extern long kube_watch_timeout_ms(void);

@@ -388,7 +388,10 @@ hapg_ensure_watches(HapgWorker *w, int64 now)
 	if (!kube_watch_active(w->lease_watch))
 	{
 		if (kube_watch_error(w->lease_watch)[0])
+		{
 			w->lease.valid = false; /* we may have missed changes */
+			kube_watch_clear_error(w->lease_watch); /* re-read once, then watch */
+		}
 		if (w->lease.valid && now >= w->lease_watch_retry_ms)
 		{
 			kube_watch_start(w->lease_watch,
@@ -401,7 +404,10 @@ hapg_ensure_watches(HapgWorker *w, int64 now)
 	if (!kube_watch_active(w->pod_watch))
 	{
 		if (kube_watch_error(w->pod_watch)[0])
+		{
 			w->pods.valid = false;
+			kube_watch_clear_error(w->pod_watch);
+		}
 		if (w->pods.valid && now >= w->pod_watch_retry_ms)
 		{
 			kube_watch_start(w->pod_watch,

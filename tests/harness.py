@@ -398,6 +398,8 @@ class Double:
     """The Kubernetes API double (apidouble/kubeapi.py), HTTPS by default with
     a CA made by apidouble/mkcerts.sh, one bearer token per user."""
 
+    backend = 'double'
+
     def __init__(self, base_dir, tls=True, tokens=None, quiet=None, detach=False,
                  extra_ports=0):
         self.base_dir = base_dir
@@ -619,6 +621,19 @@ class Double:
         return {v: int(s.get(v, 0)) for v in
                 ('get', 'list', 'watch', 'create', 'update', 'patch', 'delete')}
 
+    def pause(self):
+        """SIGSTOP the double: connections stay open, nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.pid, signal.SIGCONT)
+
+    def issue_token(self, user, **_):
+        """A new token for `user` (on the real server: from the TokenRequest API)."""
+        token = 'tok-%s-%s' % (user, os.urandom(4).hex())
+        self.add_token(token, user)
+        return token
+
     def set_rbac(self, user, identity):
         """Make `user` subject to RBAC, authorized as `identity`."""
         return self._ok('POST', '/_double/rbac', {'user': user, 'as': identity}, token=None)
@@ -725,9 +740,25 @@ class Cluster:
     def __init__(self, n=3, name='c1', profile=None, base_dir=None, tls=True,
                  names=None, standbys=True, create_pods=True, extra_conf=None,
                  member_conf=None, namespace='default', double=None, detach=False,
-                 keep=None, role_label='role', launcher=False, member_ports=False, rbac=None):
+                 keep=None, role_label='role', launcher=False, member_ports=False, rbac=None,
+                 backend=None):
         self.name = name
+        self.backend = backend or os.environ.get('HAPG_BACKEND', 'double')
+        if self.backend not in ('double', 'real'):
+            raise HarnessError('backend %r: double or real' % self.backend)
+        self._rbac_renamed = False
+        if self.backend == 'real' and rbac is None:
+            # on the real server a member is always a ServiceAccount: that of
+            # the repository's kubernetes/rbac.yaml, its Role's resourceNames
+            # (the Lease "pg", the ConfigMap "pg-bootstrap") renamed after
+            # this cluster
+            rbac = os.path.join(REPO, 'kubernetes', 'rbac.yaml')
+            self._rbac_renamed = True
         self.rbac = rbac
+        self.rbac_sa = None             # the ServiceAccount the members are (rbac=)
+        self._token_lock = threading.Lock()
+        self.tokens_held = set()        # members whose token a test manages (no refresh)
+        self._refresher = None
         self.rbac_identity = None       # system:serviceaccount:<ns>:<name> with rbac=
         self.rbac_objects = []          # the RBAC objects installed with rbac=, as stored
         self.launcher = launcher
@@ -794,7 +825,13 @@ class Cluster:
         tokdir = os.path.join(self.base_dir, 'tokens')
         os.makedirs(tokdir, exist_ok=True)
         os.chmod(tokdir, 0o755)
-        if self.double is None:
+        if self.double is None and self.backend == 'real':
+            import realkube
+            self.double = realkube.KubeApi(os.path.join(self.base_dir, 'double'),
+                                           namespace=self.namespace)
+            os.makedirs(self.double.base_dir, exist_ok=True)
+            self.double.start()
+        elif self.double is None:
             self.double = Double(os.path.join(self.base_dir, 'double'), tls=self.tls,
                                  tokens={m.token: m.name for m in self.members.values()},
                                  detach=self.detach,
@@ -810,6 +847,13 @@ class Cluster:
                 self.double.add_token(m.token, m.name)
         if self.rbac is not None:
             self.install_rbac(self.rbac)
+        if self.backend == 'real':
+            # each member: a token of the ServiceAccount from the TokenRequest
+            # API, and a proxy of its own in front of the API server (faults)
+            for m in self.members.values():
+                m.token = self.double.issue_token(m.name, service_account=self.rbac_sa)
+                m.api_port = self.double.member_port(m.name)
+            self._refresher = TokenRefresher(self)
         for m in self.members.values():
             self.write_token(m, m.token)
             if self.create_pods:
@@ -861,7 +905,13 @@ class Cluster:
             for sub in o.get('subjects') or []:
                 if sub.get('kind') == 'ServiceAccount':
                     sub['namespace'] = self.namespace
+            if self._rbac_renamed:
+                for rule in o.get('rules') or []:
+                    if rule.get('resourceNames'):
+                        rule['resourceNames'] = [self.name + n[2:] if n.startswith('pg') else n
+                                                 for n in rule['resourceNames']]
             self.rbac_objects.append(self.double.put_object(o))
+        self.rbac_sa = sa
         self.rbac_identity = 'system:serviceaccount:%s:%s' % (self.namespace, sa)
         for m in self.members.values():
             self.double.set_rbac(m.name, self.rbac_identity)
@@ -877,7 +927,8 @@ class Cluster:
     def write_token(self, member, token):
         """(Re)write a member's token file atomically ('' = no token)."""
         m = self.m(member)
-        _write_file(m.token_file, token + ('\n' if token else ''), mode=0o600)
+        with self._token_lock:
+            _write_file(m.token_file, token + ('\n' if token else ''), mode=0o600)
 
     def pod_body(self, m):
         return {
@@ -889,9 +940,29 @@ class Cluster:
         }
 
     def create_pod(self, member):
+        """Create the member's Pod, then write the status a kubelet would
+        report (Running, Ready, podIP) through the /status subresource: a new
+        Pod is Pending on the real server and on the double alike."""
         m = self.m(member)
-        return self.double._ok('POST', '/api/v1/namespaces/%s/pods' % self.namespace,
-                               self.pod_body(m), ok=(200, 201))
+        body = self.pod_body(m)
+        body.pop('status')
+        if self.rbac_sa:
+            body['spec'].update({'serviceAccountName': self.rbac_sa, 'automountServiceAccountToken': False,
+                                 'enableServiceLinks': False})
+        self.double._ok('POST', '/api/v1/namespaces/%s/pods' % self.namespace, body, ok=(201,))
+        now = k8s_time(datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0))[:19] + 'Z'
+        cond = [{'type': t, 'status': 'True', 'lastTransitionTime': now}
+                for t in ('PodReadyToStartContainers', 'Initialized', 'Ready', 'ContainersReady',
+                          'PodScheduled')]
+        status = {'status': {
+            'phase': 'Running', 'podIP': '127.0.0.1', 'podIPs': [{'ip': '127.0.0.1'}],
+            'hostIP': '127.0.0.1', 'hostIPs': [{'ip': '127.0.0.1'}], 'startTime': now,
+            'conditions': cond,
+            'containerStatuses': [{'name': 'postgres', 'image': 'postgres:15', 'imageID': '',
+                                   'ready': True, 'started': True, 'restartCount': 0,
+                                   'state': {'running': {'startedAt': now}}}]}}
+        return self.double._ok('PATCH', '/api/v1/namespaces/%s/pods/%s/status' % (self.namespace, m.name),
+                               status, ok=(200,), content_type='application/merge-patch+json')
 
     def delete_pod(self, member):
         m = self.m(member)
@@ -1273,6 +1344,8 @@ class Cluster:
         failure recorded in self.failed, or HAPG_KEEP set)."""
         if keep is not None:
             self.keep = keep
+        if self._refresher is not None:
+            self._refresher.stop()
         for m in self.members.values():
             try:
                 self.stop_member(m, timeout=20)
@@ -1517,6 +1590,59 @@ class Cluster:
                 m.launcher = DetachedProcess(x['launcher_pid'])
         c.started = True
         return c
+
+
+class TokenRefresher:
+    """On the real server, as a kubelet does for a projected token: every
+    `interval` seconds each member gets a new token (TokenRequest) in its
+    token file, and `grace` seconds later the old token's Secret is deleted,
+    so the API server refuses the old token: a member that did not re-read
+    its token file fails.  A token file the test rewrote itself is left
+    alone (and so is that member from then on)."""
+
+    def __init__(self, cluster, interval=None, grace=5.0):
+        self.c = cluster
+        self.interval = float(interval or os.environ.get('HAPG_KUBE_TOKEN_REFRESH', '90'))
+        self.grace = grace
+        self.stopping = threading.Event()
+        self.rotations = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(30)
+
+    def _run(self):
+        while not self.stopping.wait(self.interval):
+            for m in list(self.c.members.values()):
+                if self.stopping.is_set():
+                    return
+                try:
+                    self._rotate(m)
+                except Exception as e:  # noqa: BLE001 - the member's own errors show it
+                    print('hapg harness: token refresh of %s: %s' % (m.name, e), file=sys.stderr)
+
+    def _rotate(self, m):
+        old = m.token
+        if m.name in self.c.tokens_held:
+            return
+        try:
+            with open(m.token_file) as f:
+                if f.read().strip() != old:
+                    return          # the test manages this member's token
+        except OSError:
+            return
+        new = self.c.double.issue_token(m.name, service_account=self.c.rbac_sa)
+        with self.c._token_lock:
+            with open(m.token_file) as f:
+                if f.read().strip() != old or m.token != old:
+                    return
+            _write_file(m.token_file, new + '\n', mode=0o600)
+            m.token = new
+        if not self.stopping.wait(self.grace):
+            self.c.double.revoke_token(old)
+            self.rotations += 1
 
 
 def _safe(fn):

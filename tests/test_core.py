@@ -18,6 +18,7 @@ import pytest
 
 from harness import lsn_to_int, parse_k8s_time, pid_alive, proc_memory, seconds, wait_for
 
+HAPG_BACKENDS = True      # the double and the real API server (conftest.py)
 MEMBERS = ['pg-0', 'pg-1', 'pg-2']
 STANDBYS = ['pg-1', 'pg-2']
 WRITE_VERBS = ('create', 'update', 'patch', 'delete')
@@ -30,6 +31,13 @@ def ttl(c):
 
 def loop(c):
     return c.profile['loop_wait']
+
+
+def revocation_delay(c):
+    """How long a revoked token may still be accepted: kube-apiserver caches
+    a successful token authentication for 10 s (TokenSuccessCacheTTL, not a
+    flag); the double forgets a revoked token at once."""
+    return 10 if c.backend == 'real' else 0
 
 
 def settle(c):
@@ -293,6 +301,7 @@ def test_steady_state_writes(cluster):
 
 # ---------------------------------------------------------------- conflicts
 
+@pytest.mark.double_only('an injected 409 on one update')
 def test_injected_409_is_reread_and_leadership_kept(cluster):
     c = cluster
     healthy(c)
@@ -313,6 +322,7 @@ def test_injected_409_is_reread_and_leadership_kept(cluster):
     assert c.role_label('pg-0') == 'primary'
 
 
+@pytest.mark.double_only("holding one member's Lease watch only")
 def test_lease_changed_behind_the_workers_back(cluster):
     """Someone else updates the Lease (an annotation) while the leader cannot
     see it (its Lease watch is held by the double), so the resourceVersion
@@ -419,6 +429,7 @@ def _outage(c, arm, disarm, err_rx, what):
             m, what, '\n'.join(l for l in log.splitlines() if 'could not renew' in l or 'Last error' in l))
 
 
+@pytest.mark.double_only('HTTP 503 from the API')
 def test_api_outage_503(cluster):
     c = cluster
     _outage(c,
@@ -443,6 +454,47 @@ def test_api_outage_port_closed(cluster):
             r'connect|refused|reach', 'a closed port')
 
 
+def test_api_outage_sigstop(cluster):
+    """The API server (or the double) stopped with SIGSTOP for longer than a
+    request deadline (retry_timeout) but shorter than the fence deadline:
+    connections stay open and nothing answers; every member says so, and
+    after SIGCONT the connections (on the real server HTTP/2 ones, watches
+    sharing them) recover and pg-0 keeps the Lease."""
+    c = cluster
+    t = {}
+
+    def arm():
+        t['start'] = time.monotonic()
+        c.double.pause()
+
+    def disarm():
+        c.double.resume()
+        t['stopped'] = time.monotonic() - t['start']
+    _outage(c, arm, disarm, r'time|deadline|no answer|within', 'a stopped API server')
+    assert t['stopped'] > c.profile['retry_timeout'], t
+
+
+def test_connections_reset_under_the_watches(cluster):
+    """Every member's connections are reset while its watches are open
+    (the port stays open): each opens new watches within a few loops, keeps
+    api_ok, and pg-0 keeps the Lease without a new transition."""
+    c = cluster
+    healthy(c)
+    before = pids(c)
+    transitions = spec(c).get('leaseTransitions', 0)
+    time.sleep(2 * loop(c))        # the watches are open by now
+    c.double.reset_stats()
+    _drop_connections(c)
+    for m in MEMBERS:
+        wait_for(lambda m=m: c.double.user_stats(m)['watch'] > 0, settle(c),
+                 '%s to open a watch again after its connections were reset' % m)
+    for m in MEMBERS:
+        wait_for(lambda m=m: c.status(m)['api_ok'] is True, settle(c), '%s api_ok after the reset' % m)
+    c.wait_leader('pg-0', timeout=settle(c))
+    assert spec(c).get('leaseTransitions', 0) == transitions
+    assert_pids_unchanged(c, before)
+
+
 def _bad_responses(c, member, mode, err_rx, log_rx):
     healthy(c)
     before = pids(c)
@@ -463,11 +515,13 @@ def _bad_responses(c, member, mode, err_rx, log_rx):
     return c.worker_pid(member)
 
 
+@pytest.mark.double_only('a garbage body')
 def test_garbage_responses_survived(cluster):
     _bad_responses(cluster, 'pg-1', 'garbage', r'json|pars|invalid|malformed|garbage|unexpected',
                    r'json|pars|invalid|malformed|garbage')
 
 
+@pytest.mark.double_only('a huge body')
 def test_huge_responses_survived(cluster):
     c = cluster
     wpid = _bad_responses(c, 'pg-0', 'huge', r'large|big|size|limit|exceed|huge|long',
@@ -491,8 +545,9 @@ def test_token_rotation_new_then_revoke(cluster):
     healthy(c)
     m = c.m('pg-1')
     before = pids(c)
-    old, new = m.token, m.token + '-v2'
-    c.double.add_token(new, 'pg-1')
+    c.tokens_held.add(m.name)     # the harness's token refresher leaves it alone
+    old = m.token
+    new = c.double.issue_token('pg-1', service_account=c.rbac_sa)
     c.write_token(m, new)
     c.double.revoke_token(old)
     m.token = new
@@ -517,13 +572,14 @@ def test_token_revoked_then_new_file(cluster):
     healthy(c)
     m = c.m('pg-2')
     before = pids(c)
-    old, new = m.token, m.token + '-v2'
+    c.tokens_held.add(m.name)
+    old = m.token
     c.double.revoke_token(old)
     _drop_connections(c)
     wait_for(lambda: (lambda s: s['api_ok'] is False and
                       re.search(r'401|unauthori[sz]ed|token', s['last_error'] or '', re.I))(c.status('pg-2')),
-             settle(c), 'pg-2 to report api_ok false with a 401 after its token was revoked')
-    c.double.add_token(new, 'pg-2')
+             settle(c) + revocation_delay(c), 'pg-2 to report api_ok false with a 401 after its token was revoked')
+    new = c.double.issue_token('pg-2', service_account=c.rbac_sa)
     c.write_token(m, new)
     m.token = new
     t0 = time.monotonic()

@@ -14,6 +14,8 @@ import pytest
 
 from harness import wait_for
 
+HAPG_BACKENDS = True      # the double and the real API server (conftest.py)
+
 A, B = 'pg-a', 'pg-b'
 
 

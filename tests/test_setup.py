@@ -11,6 +11,8 @@ import pytest
 
 from harness import wait_for
 
+HAPG_BACKENDS = True      # the double and the real API server (conftest.py)
+
 IDLE, NOPOD = 'pg-idle', 'pg-nopod'
 
 

@@ -29,6 +29,8 @@ from test_failover import (MEMBERS, assert_checker_clean, cl, healthy,  # noqa: 
                            healthy_start, note, replicas_of, set_and_wait, streaming_from,
                            timeline, ttl, wait_acked, wait_following)
 
+HAPG_BACKENDS = True      # the double and the real API server (conftest.py)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REWIND_RE = re.compile(r'hapg-launcher: .*(rewinding from|base backup:)')
 

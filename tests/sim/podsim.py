@@ -829,7 +829,12 @@ class Sim:
         }
 
     def create_pod_object(self, p):
-        return self.kube.ok('POST', obj_path('Pod', self.namespace), self.pod_object(p))
+        # a new Pod is Pending (as on a real server): its status is the kubelet's, via /status
+        body = self.pod_object(p)
+        status = {'status': body.pop('status')}
+        self.kube.ok('POST', obj_path('Pod', self.namespace), body)
+        return self.kube.ok('PATCH', obj_path('Pod', self.namespace, p.name, 'status'), status,
+                            content_type='application/merge-patch+json')
 
     def delete_pod_object(self, p):
         return self.kube.ok('DELETE', obj_path('Pod', self.namespace, p.name), ok=(200, 202, 404))

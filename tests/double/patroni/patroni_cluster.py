@@ -149,9 +149,15 @@ class PatroniCluster:
                     'metadata': {'name': name, 'labels': self._pod_labels()},
                     'spec': {'containers': [{'name': 'postgres', 'image': 'postgres:15'}]},
                     'status': {'phase': 'Running', 'podIP': '127.0.0.1'}}
+            status = {'status': body.pop('status')}
             code, out = self.api.request('POST', '/api/v1/namespaces/%s/pods' % self.namespace, body)
             if code not in (201, 409):
                 raise RuntimeError('cannot create pod %s: %s %s' % (name, code, out))
+            # a new Pod is Pending (as on a real server): the kubelet's part, via /status
+            code, out = self.api.request('PATCH', '/api/v1/namespaces/%s/pods/%s/status' % (self.namespace, name),
+                                         status, ctype='application/merge-patch+json')
+            if code != 200:
+                raise RuntimeError('cannot set the status of pod %s: %s %s' % (name, code, out))
 
     def _write_member_files(self, i, name):
         d = self._member_dir(name)
