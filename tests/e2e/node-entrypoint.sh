@@ -49,8 +49,24 @@ setup_network() {
 	sysctl -qw net.ipv4.ip_forward=1
 	sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || say "no bridge-nf-call-iptables here"
 	sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+	add_routes
+}
+
+# The other nodes' Pod subnets, through their addresses (host-gw routing).
+add_routes() {
+	local r
 	for r in ${ROUTES:-}; do
-		ip route replace "${r%%=*}" via "${r#*=}"
+		ip route replace "${r%%=*}" via "${r#*=}" 2>/dev/null
+	done
+}
+
+# Puts the routes back when the link returns (a `docker network disconnect`
+# and connect gives the node a new eth0, without them), as a routing daemon would.
+keep_routes() {
+	local i
+	for ((i = 0; i < 1000000; i++)); do
+		add_routes
+		sleep 1
 	done
 }
 
@@ -198,6 +214,7 @@ say "role ${NODE_ROLE:?} ip ${NODE_IP:?}"
 mount --make-rshared /
 fix_cgroups
 setup_network
+supervise routes keep_routes
 case $NODE_ROLE in
 control-plane) control_plane ;;
 worker) worker ;;

@@ -11,16 +11,29 @@ COMMIT returned) is an acknowledged write: one JSON line
 The writer connects through a Service's ClusterIP (pg-primary) with
 target_session_attrs=read-write; the checker connects to one Pod's IP
 directly (the old primary's), to see whether it ever accepts a write.
-Client-side deadlines (connect_timeout, tcp_user_timeout, keepalives) keep a
-frozen or unreachable server from stalling it.
+Client-side deadlines keep a frozen or unreachable server from stalling it:
+connect_timeout, tcp_user_timeout and keepalives for a dead peer, and for a
+frozen one (docker pause: its kernel still acknowledges every packet) a
+watchdog that shuts the socket down when a transaction takes longer than
+--deadline seconds.
 """
 import argparse
 import json
 import os
+import socket
 import sys
+import threading
 import time
 
 import psycopg2
+
+
+def cut(conn):
+    """Ends a transaction stuck on a frozen server: shut its socket down."""
+    try:
+        socket.socket(fileno=os.dup(conn.fileno())).shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def main():
@@ -33,6 +46,7 @@ def main():
     ap.add_argument("--first-id", type=int, default=1)
     ap.add_argument("--interval", type=float, default=0.05)
     ap.add_argument("--checker", action="store_true")
+    ap.add_argument("--deadline", type=float, default=3.0)
     a = ap.parse_args()
     dsn = ("host=%s port=5432 user=app dbname=app connect_timeout=2 "
            "tcp_user_timeout=2000 keepalives=1 keepalives_idle=1 keepalives_interval=1 "
@@ -48,14 +62,24 @@ def main():
         try:
             if conn is None:
                 conn = psycopg2.connect(dsn)
+                watchdog = threading.Timer(a.deadline, cut, (conn,))
+                watchdog.start()
+                try:
+                    with conn.cursor() as c:
+                        c.execute("CREATE TABLE IF NOT EXISTS e2e_writes (id bigint PRIMARY KEY, "
+                                  "drill text NOT NULL, at timestamptz NOT NULL DEFAULT now(), "
+                                  "server inet DEFAULT inet_server_addr())")
+                    conn.commit()
+                finally:
+                    watchdog.cancel()
+            watchdog = threading.Timer(a.deadline, cut, (conn,))
+            watchdog.start()
+            try:
                 with conn.cursor() as c:
-                    c.execute("CREATE TABLE IF NOT EXISTS e2e_writes (id bigint PRIMARY KEY, "
-                              "drill text NOT NULL, at timestamptz NOT NULL DEFAULT now(), "
-                              "server inet DEFAULT inet_server_addr())")
+                    c.execute("INSERT INTO e2e_writes (id, drill) VALUES (%s, %s)", (n, a.drill))
                 conn.commit()
-            with conn.cursor() as c:
-                c.execute("INSERT INTO e2e_writes (id, drill) VALUES (%s, %s)", (n, a.drill))
-            conn.commit()
+            finally:
+                watchdog.cancel()
             out.write(json.dumps({"id": n, "t": time.time()}) + "\n")
             n += 1
         except Exception as e:  # every failure: note it, reconnect, go on
