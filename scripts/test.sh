@@ -13,7 +13,7 @@
 # parts; exits non-zero if anything failed.
 #
 # Environment: HAPG_TEST_ONLY="unit regress double launcher cluster sim" (subset of parts),
-# HAPG_PGROOT=/some/dir (install hapg into a private, relocated copy of
+# HAPG_PGROOT=/some/dir, not under /tmp (install hapg into a private, relocated copy of
 # PostgreSQL there instead of the system's, so that several checkouts can be
 # tested at once on one machine; HAPG_PGBIN points the tests at it),
 # PYTEST_ARGS (extra pytest arguments, e.g. "-k outage"), HAPG_KEEP=1 (keep
@@ -86,6 +86,11 @@ BUILD_OK=1
 INSTALL_ARGS=()
 REGRESS_ARGS=()
 if [ -n "${HAPG_PGROOT:-}" ]; then
+    case "$HAPG_PGROOT" in
+        /tmp/*)  # the pod simulation's pods each see a /tmp of their own
+            HAPG_PGROOT="/var/tmp/hapg-pgroot-$(basename "$HAPG_PGROOT")"
+            echo "== HAPG_PGROOT moved out of /tmp (pods have their own /tmp): $HAPG_PGROOT" ;;
+    esac
     # PostgreSQL finds its lib and share directories relative to its own
     # binary, so a copy of the installation is a private PostgreSQL.
     PGSYS_BIN="$(pg_config --bindir)"
