@@ -129,6 +129,9 @@ class Writer:
         for f in (self.out, self.stop_file):
             if os.path.exists(f):
                 os.unlink(f)
+        # ids unique across runs on one cluster: start at the clock in microseconds
+        # (a writer makes at most ~20 attempts a second)
+        first_id = int(time.time() * 1e6)
         args = ["docker", "exec", "-d", "-e", "PGPASSWORD=" + app_password(), container,
                 "python3", "/e2e/writer.py", "--host", host, "--drill", drill,
                 "--out", "/state/%s.jsonl" % self.name, "--stop-file", "/state/%s.stop" % self.name,
@@ -311,14 +314,203 @@ def drill_switchover():
     return finish(r, w, leader, t0, [new == target, eps == [new_ip]])
 
 
+def restarts(pod):
+    st = kjson("get", "pod", pod).get("status", {}).get("containerStatuses") or [{}]
+    return st[0].get("restartCount", 0)
+
+
+def drill_rm_data():
+    r = Result("2 rm -rf primary PGDATA")
+    old = wait_healthy()
+    r0 = restarts(old)
+    w = Writer("d2", service_ip("pg-primary"), first_id=2_000_000)
+    w.wait_acks(20)
+    t0 = time.time()
+    kubectl("exec", old, "--", "rm", "-rf", "/var/lib/postgresql/data/pgdata", check=False, timeout=60)
+    new, r.takeover = wait_takeover(old, 90, t0)
+    r.notes.append("%s -> %s" % (old, new))
+    leader = wait_healthy(timeout=400)
+    r1 = restarts(old)
+    r.notes.append("%s restarted %d time(s) by the liveness probe, streams again %.0f s after the rm" % (
+        old, r1 - r0, time.time() - t0))
+    w.wait_acks(len(w.acks()) + 20, 30)
+    res = finish(r, w, leader, t0, [new is not None, r.takeover is not None and r.takeover < 10, r1 > r0],
+                 allow_loss=True)
+    if res.lost:
+        res.notes.append("asynchronous replication: lost writes acknowledged just before the rm")
+    return res
+
+
+def drill_pause():
+    r = Result("5 pause, node lost")
+    old = wait_healthy()
+    node = node_of(old)
+    psql(old, "SELECT hapg_pause()")
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        if all(psql(p, "SELECT paused FROM hapg_status()") == "t" for p in pods()):
+            break
+        time.sleep(1)
+    w = Writer("d5", service_ip("pg-primary"), first_id=5_000_000)
+    w.wait_acks(20)
+    sh(["docker", "stop", "-t", "5", node])
+    t_stop = time.time()
+    time.sleep(TTL * 2)
+    others = [p for p in pods() if p != old]
+    holder = lease()[0]
+    promoted = [p for p in others if psql(p, "SELECT pg_is_in_recovery()") == "f"]
+    r.notes.append("paused %.0f s after %s's node stopped: holder %s, promoted %s" % (
+        time.time() - t_stop, old, holder, promoted or "none"))
+    ok = [holder == old, not promoted]
+    t0 = time.time()
+    psql(others[0], "SELECT hapg_resume()")
+    new, r.takeover = wait_takeover(old, TTL * 2, t0)
+    r.notes.append("resumed: %s took over" % new)
+    ok.append(new is not None)
+    w.wait_acks(len(w.acks()) + 20, 60)
+    sh(["docker", "start", node])
+    leader = wait_healthy(timeout=400)
+    return finish(r, w, leader, t0, ok, allow_loss=True)
+
+
+def drill_rollout():
+    r = Result("6 rollout restart+drain")
+    old = wait_healthy()
+    _, _, tr0 = lease()
+    w = Writer("d6", service_ip("pg-primary"), first_id=6_000_000)
+    w.wait_acks(20)
+    t0 = time.time()
+    rev0 = kjson("get", "statefulset", "pg")["status"].get("updateRevision")
+    kubectl("rollout", "restart", "statefulset", "pg")
+    worst = 0
+    end = time.monotonic() + 600
+    done = False
+    while time.monotonic() < end:
+        ps = pods()
+        down = sum(1 for p in ps.values() if not ready(p)) + (3 - len(ps))
+        if down > worst:
+            worst = down
+            r.notes.append("at +%.1f s down: %s" % (time.time() - t0, {
+                k: ("ready" if ready(p) else p.get("status", {}).get("phase", "?"))
+                + (" deleting" if p["metadata"].get("deletionTimestamp") else "")
+                for k, p in sorted(ps.items())}))
+        sts = kjson("get", "statefulset", "pg")
+        st = sts["status"]
+        if (st.get("observedGeneration", 0) >= sts["metadata"]["generation"]
+                and st.get("updateRevision") != rev0 and st.get("updatedReplicas") == 3
+                and st.get("readyReplicas") == 3 and st.get("currentRevision") == st.get("updateRevision")):
+            done = True
+            break
+        time.sleep(0.5)
+    leader = wait_healthy(timeout=300)
+    _, _, tr1 = lease()
+    r.notes.append("rollout %s in %.0f s, at most %d member(s) down, leader %s -> %s, %s Lease transitions" % (
+        "done" if done else "NOT done", time.time() - t0, worst, old, leader, (tr1 or 0) - (tr0 or 0)))
+    ok = [done, worst <= 1]
+    # drain the leader's node: its Pod is evicted (its local volume keeps it
+    # Pending until the node is uncordoned); a second drain meanwhile must be
+    # refused by the PodDisruptionBudget.
+    n1 = node_of(leader)
+    t1 = time.time()
+    kubectl("drain", n1, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=150s", timeout=200)
+    new, tk = wait_takeover(leader, 60, t1)
+    r.takeover = tk
+    n2 = node_of(sorted(p for p in pods() if p != leader)[0])
+    out = subprocess.run([KUBE_BIN + "/kubectl", "--kubeconfig", KUBECONFIG, "drain", n2, "--ignore-daemonsets",
+                          "--delete-emptydir-data", "--timeout=20s"], capture_output=True, text=True, timeout=60)
+    refused = out.returncode != 0 and "disruption budget" in (out.stdout + out.stderr)
+    r.notes.append("drain %s: %s -> %s in %.1f s; second drain (%s) %s" % (
+        n1, leader, new, tk or -1, n2, "refused by the PDB" if refused else "NOT refused: " + out.stderr[-200:]))
+    kubectl("uncordon", n1)
+    kubectl("uncordon", n2)
+    ok += [new is not None, refused]
+    leader = wait_healthy(timeout=400)
+    w.wait_acks(len(w.acks()) + 20, 30)
+    return finish(r, w, leader, t0, ok)
+
+
+def drill_scale():
+    r = Result("7 scale to 5")
+    wait_healthy()
+    t0 = time.time()
+    kubectl("scale", "statefulset", "pg", "--replicas=5")
+    leader = wait_healthy(n=5, timeout=400)
+    members = psql(leader, "SELECT count(*) FROM hapg_members WHERE state IN ('running', 'streaming')")
+    r.notes.append("5 members healthy after %.0f s; hapg_members shows %s" % (time.time() - t0, members))
+    ok = [members == "5"]
+    kubectl("scale", "statefulset", "pg", "--replicas=3")
+    end = time.monotonic() + 180
+    while time.monotonic() < end and len(pods()) > 3:
+        time.sleep(1)
+    for c in ("data-pg-3", "data-pg-4"):
+        kubectl("delete", "pvc", c, "--wait=false", check=False)
+    leader = wait_healthy(timeout=300)
+    r.passed = all(ok)
+    return r
+
+
+def drill_probes():
+    r = Result("8 readiness, liveness")
+    leader = wait_healthy()
+    rep = sorted(p for p in pods() if p != leader)[0]
+    rep_ip = kjson("get", "pod", rep)["status"]["podIP"]
+    lead_ip = kjson("get", "pod", leader)["status"]["podIP"]
+    node = node_of(rep)
+    rule = ["FORWARD", "-s", rep_ip, "-d", lead_ip, "-p", "tcp", "--dport", "5432", "-j", "REJECT"]
+    sh(["docker", "exec", node, "iptables", "-I"] + rule)
+    t0 = time.time()
+    psql(leader, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = '%s'" % rep)
+    left = None
+    end = time.monotonic() + 90
+    while time.monotonic() < end:
+        if rep_ip not in endpoints("pg-replicas"):
+            left = time.time() - t0
+            break
+        time.sleep(0.5)
+    sh(["docker", "exec", node, "iptables", "-D"] + rule)
+    back = None
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        if rep_ip in endpoints("pg-replicas"):
+            back = time.time() - t0
+            break
+        time.sleep(0.5)
+    r.notes.append("%s not streaming: left pg-replicas after %s s, back after %s s" % (
+        rep, "%.1f" % left if left else "NEVER", "%.1f" % back if back else "NEVER"))
+    ok = [left is not None, back is not None]
+    # a stalled worker: SIGSTOP hapg's background worker on a replica
+    r0 = restarts(rep)
+    pid = psql(rep, "SELECT worker_pid FROM hapg_status()")
+    t1 = time.time()
+    kubectl("exec", rep, "--", "bash", "-c", "kill -STOP " + pid)
+    restarted = None
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        if restarts(rep) > r0:
+            restarted = time.time() - t1
+            break
+        time.sleep(2)
+    r.notes.append("worker %s stopped: container restarted after %s s" % (
+        pid, "%.0f" % restarted if restarted else "NEVER"))
+    ok.append(restarted is not None)
+    wait_healthy(timeout=300)
+    r.passed = all(ok)
+    return r
+
+
 NET = NAME
 
 DRILLS = {
     "delete-primary": drill_delete_primary,
+    "rm-data": drill_rm_data,
     "node-stop": lambda: drill_node_loss("stop"),
     "node-pause": lambda: drill_node_loss("pause"),
     "node-disconnect": lambda: drill_node_loss("disconnect"),
     "switchover": drill_switchover,
+    "pause": drill_pause,
+    "rollout-drain": drill_rollout,
+    "scale": drill_scale,
+    "probes": drill_probes,
 }
 
 
