@@ -271,6 +271,10 @@ cmd_load() {
 	for ((i = 1; i <= WORKERS; i++)); do load_images "$(worker_name $i)"; done
 }
 
+# The release scripts/kube-control-plane.sh builds (its pause.c is used here too).
+if [ -z "${KUBE_RELEASE:-}" ] && [ -f "$REPO/scripts/kube-control-plane.sh" ]; then
+	KUBE_RELEASE=$(bash "$REPO/scripts/kube-control-plane.sh" env | sed -n 's/^KUBE_RELEASE=//p')
+fi
 KUBE_RELEASE=${KUBE_RELEASE:-v1.37.2}
 case ${1:-} in
 up) cmd_up ;;

@@ -277,8 +277,12 @@ def drill_node_loss(how):
     if checker:
         time.sleep(10)
         checker.stop()
-        late = [a for a in checker.acks() if new and a["t"] >= t_new]
-        r.notes.append("old primary accepted %d checker writes after the takeover" % len(late))
+        cacks = checker.acks()
+        late = [a for a in cacks if new and a["t"] >= t_new]
+        early = [a for a in cacks if a["t"] < t_new]
+        r.notes.append("old primary accepted %d checker writes after the takeover (%d before%s)" % (
+            len(late), len(early),
+            ", the last %.1f s before it" % (t_new - max(a["t"] for a in early)) if early else ""))
         ok.append(not late)
     leader = wait_healthy(timeout=400)
     r.notes.append("%s rejoined as %s %.0f s after the node returned" % (
