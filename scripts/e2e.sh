@@ -31,7 +31,8 @@ t0=$(date +%s)
 bash "$REPO/scripts/build-image.sh" hapg:1.0 >/dev/null
 t1=$(date +%s)
 say "image hapg:1.0 in $((t1 - t0)) s"
-eval "$(bash "$REPO/tests/e2e/cluster.sh" up | grep -E '^(KUBECONFIG|KUBE_BIN)=')"
+up=$(bash "$REPO/tests/e2e/cluster.sh" up) || { say "the cluster did not come up"; bash "$REPO/tests/e2e/cluster.sh" down; exit 1; }
+eval "$(grep -E '^(KUBECONFIG|KUBE_BIN)=' <<<"$up")"
 export KUBECONFIG KUBE_BIN
 t2=$(date +%s)
 say "cluster up in $((t2 - t1)) s"
