@@ -11,6 +11,9 @@ HAPG_DEBS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c
            pkg-config make gcc python3 python3-psycopg2 python3-pytest patroni openssl
            procps python3-yaml iproute2 libkrb5-dev libmicrohttpd-dev haproxy prometheus
            clang libclang-rt-14-dev curl)
+# The end-to-end tier (scripts/e2e.sh): Debian's Docker (the image build and the
+# cluster's node containers) and debootstrap (the image's base, no registry needed).
+HAPG_E2E_DEBS=(docker.io debootstrap)
 
 hapg_install_deps() {
     if [ "$(id -u)" != 0 ]; then
@@ -18,7 +21,7 @@ hapg_install_deps() {
         return 1
     fi
     local missing=() p
-    for p in "${HAPG_DEBS[@]}"; do
+    for p in "${HAPG_DEBS[@]}" ${HAPG_WITH_E2E:+"${HAPG_E2E_DEBS[@]}"}; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then

@@ -13,10 +13,12 @@
 #                           entrypoint, kubectl apply -k, RBAC)
 #   8. real API server      the multi-node tests again on etcd + kube-apiserver
 #                           (scripts/kube-control-plane.sh builds them once)
+#   9. end to end           scripts/e2e.sh: the image built, a real Kubernetes
+#                           cluster in Docker containers, drills 1, 3, 4
 # Prints each part's result and a last line "N passed, N failed" summing all
 # parts; exits non-zero if anything failed.
 #
-# Environment: HAPG_TEST_ONLY="unit simproto fuzz regress double launcher cluster sim kube" (subset of parts),
+# Environment: HAPG_TEST_ONLY="unit simproto fuzz regress double launcher cluster sim kube e2e" (subset of parts),
 # HAPG_SIM_STEPS (simproto's steps, default 40 million), HAPG_FUZZ_SECONDS
 # (seconds per fuzz target, default 30),
 # HAPG_PGROOT=/some/dir, not under /tmp (install hapg into a private, relocated copy of
@@ -28,7 +30,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/scripts/deps.sh"
 export PYTHONDONTWRITEBYTECODE=1
-ONLY="${HAPG_TEST_ONLY:-unit simproto fuzz regress double launcher cluster sim kube}"
+ONLY="${HAPG_TEST_ONLY:-unit simproto fuzz regress double launcher cluster sim kube e2e}"
+case " $ONLY " in *" e2e "*) export HAPG_WITH_E2E=1 ;; esac
 OUT="$(mktemp -d /tmp/hapg-test-XXXXXX)"
 chmod 755 "$OUT"
 TOTAL_P=0
@@ -273,6 +276,35 @@ if want kube; then
     fi
 fi
 # ------------------------------------------------------------------ end of the kube tier
+# ------------------------------------------------------------------ end to end
+# ---- e2e block (issue 14): the image, a real cluster, drills 1, 3, 4 ---------
+# About 12 min warm-to-cold on 2 cores (image ~5 min cold, cluster ~1.5 min,
+# drills ~5 min) after scripts/kube-control-plane.sh's build (~8 min cold).
+# The other drills: scripts/e2e.sh (all of them, ~13 min more).
+if want e2e; then
+    echo "== e2e: scripts/e2e.sh --only delete-primary,node-stop,node-pause,node-disconnect,switchover"
+    if ! docker info >/dev/null 2>&1; then
+        record e2e 0 1 "no Docker daemon reachable (docker info failed)"
+    else
+        # one e2e cluster per machine at a time (fixed container names and subnet)
+        exec 8>/tmp/hapg-e2e.lock
+        flock -w 1800 8 || echo "== e2e: waited 1800 s for another checkout's e2e run"
+        rc=0
+        timeout -k 30 2400 bash "$ROOT/scripts/e2e.sh" \
+            --only delete-primary,node-stop,node-pause,node-disconnect,switchover \
+            >"$OUT/e2e.log" 2>&1 || rc=$?
+        exec 8>&-
+        grep -E '^(drill |[0-9] )|^e2e: [0-9:]+ (image|cluster|deployed|drills)' "$OUT/e2e.log"
+        if m="$(grep -oE '^[0-9]+ passed, [0-9]+ failed' "$OUT/e2e.log" | tail -n 1)" && [ -n "$m" ]; then
+            p="$(awk '{print $1}' <<<"$m")"; f="$(awk '{print $3}' <<<"$m")"
+        else
+            tail -n 30 "$OUT/e2e.log"; p=0; f=1
+        fi
+        [ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+        record e2e "$p" "$f" "scripts/e2e.sh exit $rc; log $OUT/e2e.log"
+    fi
+fi
+# ---- end of the e2e block -----------------------------------------------------
 
 echo
 echo "== summary"
