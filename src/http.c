@@ -313,25 +313,13 @@ define_settings(void)
 void
 hapg_http_init(const char *library_name)
 {
-	BackgroundWorker worker;
-
 	define_settings();
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = http_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = http_shmem_startup;
-	if (http_settings.port == 0)
-		return;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
-	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
-	worker.bgw_restart_time = 5;
-	strlcpy(worker.bgw_library_name, library_name, BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "hapg_http_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "hapg http", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "hapg http", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
+	if (http_settings.port != 0)
+		hapg_register_worker(library_name, "hapg_http_main", "hapg http", 5);
 }
 
 /* ---------------------------------------------------------------- snapshot */
