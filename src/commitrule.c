@@ -39,7 +39,8 @@ hapg_writable_until(const HapgWritableInput *in)
 {
 	int64_t		deadline_ms;
 
-	if (in->fenced)
+	/* a watch event showed another holder: stop before the cycle decides */
+	if (in->fenced || in->other_holds)
 		return HAPG_WRITABLE_NEVER;
 	/* a leader whose settings a reload took away still holds a Lease */
 	if (in->leader && in->last_renew_sent_ms > 0)

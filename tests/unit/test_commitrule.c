@@ -90,6 +90,11 @@ TEST(not_a_leader_never_commits)
 	in = leader_input();
 	in.fenced = true;
 	CHECK(hapg_writable_until(&in) == HAPG_WRITABLE_NEVER);
+
+	/* a watch event showed another holder, before the cycle decided */
+	in = leader_input();
+	in.other_holds = true;
+	CHECK(hapg_writable_until(&in) == HAPG_WRITABLE_NEVER);
 }
 
 TEST(not_configured_is_stock_postgresql)
