@@ -9,14 +9,17 @@
  *
  * - before the commit record (XACT_EVENT_PRE_COMMIT, XACT_EVENT_PRE_PREPARE,
  *   and COMMIT PREPARED, whose commit record is written while the statement
- *   runs, before its own transaction commits): past the instant, an ERROR
+ *   runs, before its own transaction commits; a NOTIFY statement counts as a
+ *   write, since PreCommit_Notify assigns an XID after these callbacks ran):
+ *   past the instant, an ERROR
  *   with SQLSTATE 25006 (what a standby answers), so the transaction aborts
  *   and no commit record is written;
  * - after it (XACT_EVENT_COMMIT, XACT_EVENT_PREPARE): a commit that passed
  *   the first check but finished past the instant (the backend was paused
  *   in between, or its WAL flush stalled) is not confirmed: a WARNING with
  *   SQLSTATE 08007 (transaction resolution unknown) and the connection is
- *   closed before the CommandComplete goes out;
+ *   closed before the CommandComplete goes out (also for a transaction whose
+ *   XID came after the first check: pg_notify() called as a function);
  * - with hapg.lease_bounded_reads, every statement through the executor on
  *   a primary, after its snapshot was taken.
  *
@@ -44,6 +47,7 @@ typedef struct CommitGuard
 	ExecutorStart_hook_type prev_executor_start;
 	bool		writes;			/* this transaction passed the check as a writer */
 	bool		commit_prepared;	/* it ran COMMIT PREPARED */
+	bool		notifies;		/* it ran NOTIFY: PreCommit_Notify assigns an XID */
 } CommitGuard;
 
 static CommitGuard guard;
@@ -136,7 +140,8 @@ guard_xact(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PRE_PREPARE:
-			g->writes = GetTopTransactionIdIfAny() != InvalidTransactionId;
+			/* NOTIFY gets its XID after these callbacks, in PreCommit_Notify */
+			g->writes = GetTopTransactionIdIfAny() != InvalidTransactionId || g->notifies;
 			if (g->writes && !allowed_now(true, false))
 			{
 				g->writes = false;
@@ -146,15 +151,20 @@ guard_xact(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PREPARE:
-			if ((g->writes || g->commit_prepared) && !allowed_now(true, false))
+			/* the XID too: pg_notify() got one after the first check */
+			if ((g->writes || g->commit_prepared ||
+				 GetTopTransactionIdIfAny() != InvalidTransactionId) &&
+				!allowed_now(true, false))
 				withhold_answer();
 			g->writes = false;
 			g->commit_prepared = false;
+			g->notifies = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			g->writes = false;
 			g->commit_prepared = false;
+			g->notifies = false;
 			break;
 		default:
 			break;
@@ -176,6 +186,8 @@ guard_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			refuse("commit prepared transaction", HINT_PREPARED);
 		guard.commit_prepared = true;
 	}
+	if (IsA(stmt, NotifyStmt))
+		guard.notifies = true;
 	if (guard.prev_utility)
 		guard.prev_utility(pstmt, queryString, readOnlyTree, context, params,
 						   queryEnv, dest, qc);

@@ -30,23 +30,26 @@ hapg_clock_us(void)
  * only by a successful Lease write, since only the send time of one that
  * succeeded bounds when others can see the Lease expire), never once it is
  * not the leader or has fenced, and "unguarded" where hapg is not in charge.
+ * A leader whose settings became unusable on a reload keeps its deadline:
+ * its worker idles and renews no more, and others take over once the Lease
+ * expires, so "unguarded" would let it accept commits beside them.
  */
 uint64_t
 hapg_writable_until(const HapgWritableInput *in)
 {
 	int64_t		deadline_ms;
 
-	if (!in->configured)
-		return HAPG_WRITABLE_UNGUARDED;
-	if (in->fenced)
+	/* a watch event showed another holder: stop before the cycle decides */
+	if (in->fenced || in->other_holds)
 		return HAPG_WRITABLE_NEVER;
+	/* a leader whose settings a reload took away still holds a Lease */
 	if (in->leader && in->last_renew_sent_ms > 0)
 	{
 		deadline_ms = hapg_fence_deadline_ms(in->last_renew_sent_ms, in->ttl_s,
 											 in->fence_margin_ms);
 		return deadline_ms > 0 ? (uint64_t) deadline_ms * 1000 : HAPG_WRITABLE_NEVER;
 	}
-	if (!in->in_cluster)
+	if (!in->configured || !in->in_cluster)
 		return HAPG_WRITABLE_UNGUARDED;
 	return HAPG_WRITABLE_NEVER;
 }

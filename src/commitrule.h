@@ -26,6 +26,7 @@ typedef struct HapgWritableInput
 	bool		configured;		/* the settings are complete: the worker is in charge */
 	bool		in_cluster;		/* the cluster's Lease exists (unread: hapg.joined) */
 	bool		leader;			/* the decision says this member holds the Lease */
+	bool		other_holds;	/* the Lease as last seen names another holder */
 	bool		fenced;			/* the postmaster was told to stop */
 	int64_t		last_renew_sent_ms; /* when the last successful Lease write was sent; 0 = none */
 	int			ttl_s;			/* hapg.ttl */

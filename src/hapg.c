@@ -23,20 +23,24 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-/* The worker starts with the postmaster, and again a second after it exits. */
-static void
-register_worker(void)
+/*
+ * A background worker of this library that starts with the postmaster and
+ * again restart_s seconds after it exits (hapg's worker, the HTTP worker).
+ */
+void
+hapg_register_worker(const char *library_name, const char *function,
+					 const char *name, int restart_s)
 {
 	BackgroundWorker worker;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
 	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
-	worker.bgw_restart_time = 1;
-	strlcpy(worker.bgw_library_name, HAPG_LIBRARY_NAME, BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "hapg_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "hapg worker", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "hapg worker", BGW_MAXLEN);
+	worker.bgw_restart_time = restart_s;
+	strlcpy(worker.bgw_library_name, library_name, BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
+	strlcpy(worker.bgw_type, name, BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -54,5 +58,6 @@ _PG_init(void)
 	hapg_commitguard_init();
 	hapg_startup_guard();
 	hapg_shmem_request();
-	register_worker();
+	/* the worker starts with the postmaster, and again a second after it exits */
+	hapg_register_worker(HAPG_LIBRARY_NAME, "hapg_worker_main", "hapg worker", 1);
 }

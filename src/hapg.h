@@ -195,6 +195,10 @@ extern bool hapg_start_handover(const char *target, const char *reason, int wait
 /* Start-up guard (guard.c). */
 extern void hapg_startup_guard(void);
 
+/* hapg.c */
+extern void hapg_register_worker(const char *library_name, const char *function,
+								 const char *name, int restart_s);
+
 /* Background worker (worker.c). */
 extern PGDLLEXPORT void hapg_worker_main(Datum arg);
 

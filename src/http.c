@@ -313,25 +313,13 @@ define_settings(void)
 void
 hapg_http_init(const char *library_name)
 {
-	BackgroundWorker worker;
-
 	define_settings();
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = http_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = http_shmem_startup;
-	if (http_settings.port == 0)
-		return;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
-	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
-	worker.bgw_restart_time = 5;
-	strlcpy(worker.bgw_library_name, library_name, BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "hapg_http_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "hapg http", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "hapg http", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
+	if (http_settings.port != 0)
+		hapg_register_worker(library_name, "hapg_http_main", "hapg http", 5);
 }
 
 /* ---------------------------------------------------------------- snapshot */
@@ -927,6 +915,35 @@ wait_for_clients(HttpServer *srv)
 	ResetLatch(MyLatch);
 }
 
+/*
+ * On a reload: do the TLS settings, or the files they name, differ from
+ * what the daemons serve?  A certificate renewed in place (cert-manager
+ * rewrites the same files) counts; a file that cannot be read now keeps
+ * the running daemons (read_pem logged why).
+ */
+static bool
+tls_changed(HttpServer *srv)
+{
+	char	   *cert;
+	char	   *key;
+	bool		changed;
+
+	if (strcmp(srv->cert_file, http_settings.ssl_cert_file) != 0 ||
+		strcmp(srv->key_file, http_settings.ssl_key_file) != 0)
+		return true;
+	if (srv->cert == NULL)
+		return false;
+	cert = read_pem(srv->cert_file);
+	key = read_pem(srv->key_file);
+	changed = cert != NULL && key != NULL &&
+		(strcmp(cert, srv->cert) != 0 || strcmp(key, srv->key) != 0);
+	if (cert)
+		pfree(cert);
+	if (key)
+		pfree(key);
+	return changed;
+}
+
 /* Worker entry point, registered by hapg_http_init. */
 void
 hapg_http_main(Datum arg pg_attribute_unused())
@@ -967,10 +984,9 @@ hapg_http_main(Datum arg pg_attribute_unused())
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			if (strcmp(srv->cert_file, http_settings.ssl_cert_file) != 0 ||
-				strcmp(srv->key_file, http_settings.ssl_key_file) != 0)
+			if (tls_changed(srv))
 			{
-				ereport(LOG, (errmsg("hapg http: TLS settings changed: listening again")));
+				ereport(LOG, (errmsg("hapg http: TLS settings or files changed: listening again")));
 				stop_daemons(srv);
 				start_daemons(srv);
 				write_endpoint_file(srv);

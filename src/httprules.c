@@ -326,6 +326,26 @@ hapg_is_ready(const HapgHttpView *v, char *why, size_t whylen)
 	return hapg_is_replica(v, NULL, why, whylen);
 }
 
+/* A whole number, or null when it is not known. */
+static void
+buf_count(HapgBuf *b, int64_t n, bool known)
+{
+	if (known)
+		hapg_buf_printf(b, "%lld", (long long) n);
+	else
+		hapg_buf_printf(b, "null");
+}
+
+/* A name as a JSON string, or null when it is empty. */
+static void
+buf_name(HapgBuf *b, const char *name)
+{
+	if (name[0])
+		hapg_buf_json_string(b, name);
+	else
+		hapg_buf_printf(b, "null");
+}
+
 /* Health (Patroni's /health): PostgreSQL is up, past the start of recovery. */
 bool
 hapg_is_healthy(const HapgHttpView *v, char *why, size_t whylen)
@@ -344,6 +364,7 @@ hapg_is_healthy(const HapgHttpView *v, char *why, size_t whylen)
 	return true;
 }
 
+/* An LSN as PostgreSQL writes it (a JSON string), or null when unknown. */
 static void
 buf_lsn(HapgBuf *b, uint64_t lsn)
 {
@@ -367,10 +388,7 @@ member_json(HapgBuf *b, const HapgHttpView *v, const char *why)
 	hapg_buf_json_string(b, v->state);
 	hapg_buf_printf(b, ", \"in_recovery\": %s, \"streaming\": %s, \"timeline\": ",
 					v->in_recovery ? "true" : "false", v->streaming ? "true" : "false");
-	if (v->timeline)
-		hapg_buf_printf(b, "%d", v->timeline);
-	else
-		hapg_buf_printf(b, "null");
+	buf_count(b, v->timeline, v->timeline != 0);
 	hapg_buf_printf(b, ", \"lsn\": ");
 	buf_lsn(b, v->lsn);
 	if (v->in_recovery)
@@ -381,15 +399,9 @@ member_json(HapgBuf *b, const HapgHttpView *v, const char *why)
 		buf_lsn(b, v->replay_lsn);
 	}
 	hapg_buf_printf(b, ", \"lag\": ");
-	if (lag >= 0)
-		hapg_buf_printf(b, "%lld", (long long) lag);
-	else
-		hapg_buf_printf(b, "null");
+	buf_count(b, lag, lag >= 0);
 	hapg_buf_printf(b, ", \"leader\": ");
-	if (v->leader[0])
-		hapg_buf_json_string(b, v->leader);
-	else
-		hapg_buf_printf(b, "null");
+	buf_name(b, v->leader);
 	hapg_buf_printf(b, ", \"paused\": %s, \"lease_expires_in\": ", v->paused ? "true" : "false");
 	if (v->lease_known)
 		hapg_buf_printf(b, "%.3f", v->lease_left_s);
@@ -442,10 +454,7 @@ cluster_json(HapgBuf *b, const HapgHttpView *v)
 	hapg_buf_printf(b, "{\"cluster\": ");
 	hapg_buf_json_string(b, v->cluster);
 	hapg_buf_printf(b, ", \"leader\": ");
-	if (v->leader[0])
-		hapg_buf_json_string(b, v->leader);
-	else
-		hapg_buf_printf(b, "null");
+	buf_name(b, v->leader);
 	hapg_buf_printf(b, ", \"paused\": %s, \"members\": [", v->paused ? "true" : "false");
 	for (i = 0; i < v->nmembers; i++)
 	{
@@ -461,17 +470,11 @@ cluster_json(HapgBuf *b, const HapgHttpView *v)
 		hapg_buf_printf(b, ", \"connect_address\": ");
 		hapg_buf_json_string(b, m->connect_address);
 		hapg_buf_printf(b, ", \"timeline\": ");
-		if (m->timeline)
-			hapg_buf_printf(b, "%d", m->timeline);
-		else
-			hapg_buf_printf(b, "null");
+		buf_count(b, m->timeline, m->timeline != 0);
 		hapg_buf_printf(b, ", \"lsn\": ");
 		buf_lsn(b, m->lsn);
 		hapg_buf_printf(b, ", \"lag_bytes\": ");
-		if (lag >= 0)
-			hapg_buf_printf(b, "%lld", (long long) lag);
-		else
-			hapg_buf_printf(b, "null");
+		buf_count(b, lag, lag >= 0);
 		hapg_buf_printf(b, ", \"is_leader\": %s, \"last_seen\": ", m->is_leader ? "true" : "false");
 		buf_time(b, m->last_seen_unix);
 		hapg_buf_printf(b, ", \"pod_role_label\": ");

@@ -40,6 +40,9 @@ hapg_publish_writable(HapgWorker *w, bool leader)
 	in.in_cluster = w->lease.valid ? w->lease.info.view.exists :
 		stat(HAPG_JOINED_FILE, &st) == 0;
 	in.leader = leader;
+	in.other_holds = w->lease.valid && w->lease.info.view.exists &&
+		w->lease.info.view.holder[0] != '\0' &&
+		strcmp(w->lease.info.view.holder, w->cfg.member) != 0;
 	in.fenced = w->fenced;
 	in.last_renew_sent_ms = w->last_renew_sent_ms;
 	in.ttl_s = w->cfg.ttl;

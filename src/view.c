@@ -381,41 +381,43 @@ hapg_refresh_view(HapgWorker *w)
 	}
 }
 
+/*
+ * Should a lapsed watch be opened again?  A watch that failed may have
+ * missed changes: what it fed is no longer valid, and a new read (which
+ * makes it valid) comes first.  At most once per loop_wait.
+ */
+static bool
+watch_due(KubeWatch *watch, bool *valid, int64 retry_ms, int64 now)
+{
+	if (kube_watch_active(watch))
+		return false;
+	if (kube_watch_error(watch)[0])
+	{
+		*valid = false;
+		kube_watch_clear_error(watch);	/* re-read once, then watch again */
+	}
+	return *valid && now >= retry_ms;
+}
+
 /* (Re)open the watches that lapsed, at most once per loop_wait each. */
 void
 hapg_ensure_watches(HapgWorker *w, int64 now)
 {
-	if (!kube_watch_active(w->lease_watch))
+	if (watch_due(w->lease_watch, &w->lease.valid, w->lease_watch_retry_ms, now))
 	{
-		if (kube_watch_error(w->lease_watch)[0])
-		{
-			w->lease.valid = false; /* we may have missed changes */
-			kube_watch_clear_error(w->lease_watch); /* re-read once, then watch */
-		}
-		if (w->lease.valid && now >= w->lease_watch_retry_ms)
-		{
-			kube_watch_start(w->lease_watch,
-							 hapg_lease_watch_path(w->cfg.namespace, w->cfg.cluster,
-												   WATCH_TIMEOUT_S, w->lease.watch_rv),
-							 WATCH_TIMEOUT_S);
-			w->lease_watch_retry_ms = now + w->cfg.loop_wait * 1000L;
-		}
+		kube_watch_start(w->lease_watch,
+						 hapg_lease_watch_path(w->cfg.namespace, w->cfg.cluster,
+											   WATCH_TIMEOUT_S, w->lease.watch_rv),
+						 WATCH_TIMEOUT_S);
+		w->lease_watch_retry_ms = now + w->cfg.loop_wait * 1000L;
 	}
-	if (!kube_watch_active(w->pod_watch))
+	if (watch_due(w->pod_watch, &w->pods.valid, w->pod_watch_retry_ms, now))
 	{
-		if (kube_watch_error(w->pod_watch)[0])
-		{
-			w->pods.valid = false;
-			kube_watch_clear_error(w->pod_watch);
-		}
-		if (w->pods.valid && now >= w->pod_watch_retry_ms)
-		{
-			kube_watch_start(w->pod_watch,
-							 hapg_pods_watch_path(w->cfg.namespace, w->cfg.cluster,
-												  WATCH_TIMEOUT_S, w->pods.rv),
-							 WATCH_TIMEOUT_S);
-			w->pod_watch_retry_ms = now + w->cfg.loop_wait * 1000L;
-		}
+		kube_watch_start(w->pod_watch,
+						 hapg_pods_watch_path(w->cfg.namespace, w->cfg.cluster,
+											  WATCH_TIMEOUT_S, w->pods.rv),
+						 WATCH_TIMEOUT_S);
+		w->pod_watch_retry_ms = now + w->cfg.loop_wait * 1000L;
 	}
 }
 

@@ -472,14 +472,18 @@ def test_tls(cl, tmp_path):
     r = replicas_of(leader)[0]
     m = c.m(r)
     cert, key = os.path.join(m.dir, 'http.crt'), os.path.join(m.dir, 'http.key')
-    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
-                    '-subj', '/CN=127.0.0.1', '-keyout', key, '-out', cert],
-                   check=True, capture_output=True, timeout=60)
-    shutil.chown(cert, 'postgres')
-    shutil.chown(key, 'postgres')
-    os.chmod(key, 0o600)
-    ctx = ssl.create_default_context(cafile=cert)
-    ctx.check_hostname = False
+
+    def new_certificate():
+        subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+                        '-subj', '/CN=127.0.0.1', '-keyout', key, '-out', cert],
+                       check=True, capture_output=True, timeout=60)
+        shutil.chown(cert, 'postgres')
+        shutil.chown(key, 'postgres')
+        os.chmod(key, 0o600)
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.check_hostname = False
+        return ctx
+    ctx = new_certificate()
 
     def https_status(path):
         conn = http.client.HTTPSConnection('127.0.0.1', m.http_port, timeout=3, context=ctx)
@@ -504,6 +508,11 @@ def test_tls(cl, tmp_path):
             assert f.read().split()[3] == 'https'
         code, line = probe(c, r, 'ready')
         assert code == 0 and line.startswith('ready: a replica streaming'), line
+        # a certificate renewed in place (same files) is served after a reload
+        ctx = new_certificate()
+        assert not https_ok()              # the old certificate is still served
+        c.reload(r, {'hapg.http_ssl_cert_file': cert, 'hapg.http_ssl_key_file': key})
+        wait_for(https_ok, 20, '%s to serve the renewed certificate' % r)
     finally:
         m.overrides.clear()
         c._write_overrides(m)

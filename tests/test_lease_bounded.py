@@ -181,6 +181,8 @@ def test_refused_and_withheld_commits_have_their_error_texts(cl, healthy_start):
              ['BEGIN', 'INSERT INTO lb VALUES (-1, 1, 2)', 'SAVEPOINT s',
               'INSERT INTO lb VALUES (-1, 1, 3)', 'RELEASE SAVEPOINT s', 'COMMIT'])
         case('DDL in autocommit', rep, ['CREATE TABLE lb_ddl (x int)'])
+        # NOTIFY's XID is assigned after the pre-commit callbacks ran
+        case('NOTIFY in autocommit', rep, ['NOTIFY lb_channel'])
         case('PREPARE TRANSACTION', rep,
              ['BEGIN', 'INSERT INTO lb VALUES (-1, 1, 4)', "PREPARE TRANSACTION 'lb_other'"])
         case('COMMIT PREPARED', rep, ["COMMIT PREPARED 'lb_prepared'"])

@@ -90,6 +90,11 @@ TEST(not_a_leader_never_commits)
 	in = leader_input();
 	in.fenced = true;
 	CHECK(hapg_writable_until(&in) == HAPG_WRITABLE_NEVER);
+
+	/* a watch event showed another holder, before the cycle decided */
+	in = leader_input();
+	in.other_holds = true;
+	CHECK(hapg_writable_until(&in) == HAPG_WRITABLE_NEVER);
 }
 
 TEST(not_configured_is_stock_postgresql)
@@ -98,9 +103,12 @@ TEST(not_configured_is_stock_postgresql)
 	HapgCommitInput c;
 
 	in.configured = false;
+	in.leader = false;
 	CHECK(hapg_writable_until(&in) == HAPG_WRITABLE_UNGUARDED);
 	c = commit_at(hapg_writable_until(&in), UINT64_MAX - 1);
 	CHECK(hapg_commit_allowed(&c));
+	in.in_cluster = false;
+	CHECK(hapg_writable_until(&in) == HAPG_WRITABLE_UNGUARDED);
 
 	/* configured, but never part of a cluster (no Pod, not joined) */
 	in = leader_input();
@@ -110,6 +118,19 @@ TEST(not_configured_is_stock_postgresql)
 	/* ... unless it leads, which it can only do in a cluster */
 	in.leader = true;
 	CHECK(hapg_writable_until(&in) == (uint64_t) 104500 * 1000);
+}
+
+TEST(a_leader_whose_settings_a_reload_took_away_keeps_its_deadline)
+{
+	HapgWritableInput in = leader_input();
+	HapgCommitInput c;
+
+	in.configured = false;		/* the worker idles: no renewal any more */
+	CHECK(hapg_writable_until(&in) == (uint64_t) 104500 * 1000);
+	c = commit_at(hapg_writable_until(&in), (uint64_t) 104500 * 1000 + 1);
+	CHECK(!hapg_commit_allowed(&c));
+	in.fenced = true;
+	CHECK(hapg_writable_until(&in) == HAPG_WRITABLE_NEVER);
 }
 
 TEST(switched_off_is_stock_postgresql)
@@ -227,6 +248,7 @@ run_commitrule_tests(void)
 	RUN(only_a_successful_renewal_extends_it);
 	RUN(not_a_leader_never_commits);
 	RUN(not_configured_is_stock_postgresql);
+	RUN(a_leader_whose_settings_a_reload_took_away_keeps_its_deadline);
 	RUN(switched_off_is_stock_postgresql);
 	RUN(reads_are_bounded_only_when_asked_and_on_a_primary);
 	RUN(the_clock_moves_forward);

@@ -262,6 +262,28 @@ TEST(answers)
 	free(a.body.data);
 }
 
+/* What is not known is null, in the member's and the cluster's JSON alike. */
+TEST(unknown_values_are_null)
+{
+	HapgHttpView v;
+	HapgHttpQuery q = {0};
+	HapgHttpAnswer a;
+
+	replica_view(&v);
+	v.timeline = 0;
+	v.leader[0] = '\0';
+	v.leader_lsn = 0;
+	v.members[0].timeline = 0;
+	hapg_http_answer(HAPG_EP_STATUS, &v, &q, false, &a);
+	CHECK(strstr(a.body.data, "\"timeline\": null") != NULL);
+	CHECK(strstr(a.body.data, "\"leader\": null") != NULL);
+	free(a.body.data);
+	hapg_http_answer(HAPG_EP_CLUSTER, &v, NULL, false, &a);
+	CHECK(strstr(a.body.data, "{\"cluster\": \"c1\", \"leader\": null, ") != NULL);
+	CHECK(strstr(a.body.data, "\"timeline\": null, \"lsn\": ") != NULL);
+	free(a.body.data);
+}
+
 TEST(json_and_buffer)
 {
 	HapgBuf		b = {0};
@@ -373,6 +395,7 @@ run_http_tests(void)
 	RUN(replica_rule);
 	RUN(liveness_rule);
 	RUN(answers);
+	RUN(unknown_values_are_null);
 	RUN(json_and_buffer);
 	RUN(counters);
 	RUN(metrics_text);
