@@ -186,8 +186,7 @@ start_promotion(HapgWorker *w, const char *reason, const char *old_holder)
  * stale, never by itself that we lost: re-read and decide again.
  */
 static HapgActOutcome
-act_write_lease(HapgWorker *w, const HapgDecisionInput *in pg_attribute_unused(),
-				const HapgDecision *d)
+act_write_lease(HapgWorker *w, const HapgDecisionInput *in, const HapgDecision *d)
 {
 	const HapgLeaseInfo *li = &w->lease.info;
 	char		old_holder[HAPG_NAME_LEN];
@@ -214,6 +213,19 @@ act_write_lease(HapgWorker *w, const HapgDecisionInput *in pg_attribute_unused()
 			return HAPG_STOPPED;
 		}
 		w->last_renew_sent_ms = sent_ms;
+		/* what the hand-over process may release: this renewal, as stored */
+		strlcpy(w->last_renew_time, w->lease.valid ? w->lease.info.view.renew_time : "",
+				sizeof(w->last_renew_time));
+		if (d->promote && !hapg_write_still_valid(sent_ms, hapg_mono_ms(), in->ttl_s,
+												  in->fence_margin_ms))
+		{
+			/* the Lease may have run out for the others already */
+			ereport(LOG,
+					(errmsg("hapg: the answer to the Lease %s came %.1f s after it was sent, past its fence deadline; not promoting on it, re-reading and deciding again",
+							hapg_action_name(d->action), (hapg_mono_ms() - sent_ms) / 1000.0)));
+			w->lease.valid = false;
+			return HAPG_VIEW_STALE;
+		}
 		hapg_publish_writable(w, true);
 		if (d->action == HAPG_ACT_RENEW && w->have_pending_history &&
 			w->pending_history.new_timeline > 0)
@@ -391,7 +403,7 @@ hand_over(HapgWorker *w, const char *target, const char *reason)
 	ereport(LOG,
 			(errmsg("hapg: %s: handing the Lease over to \"%s\"; stopping this server to come back as its standby",
 					reason, target)));
-	(void) hapg_start_handover(target, reason, HANDOVER_WAIT_MS);
+	(void) hapg_start_handover(target, reason, HANDOVER_WAIT_MS, w->last_renew_time);
 	w->handing_over = true;
 	w->fenced = true;
 	hapg_publish_writable(w, false);
@@ -480,7 +492,8 @@ hapg_on_shutdown_request(HapgWorker *w)
 	ereport(LOG, (errmsg("hapg: shutting down: the Lease goes to \"%s\" once this server has stopped",
 						 best->name)));
 	come_back_as_standby_of(w, best->name);
-	(void) hapg_start_handover(best->name, "the leader was shut down", HANDOVER_WAIT_MS);
+	(void) hapg_start_handover(best->name, "the leader was shut down", HANDOVER_WAIT_MS,
+							   w->last_renew_time);
 }
 
 /*

@@ -126,9 +126,14 @@ read_control(ControlFileData *cf)
 	return true;
 }
 
-/* GET the Lease, and release it to target if this member still holds it. */
+/*
+ * GET the Lease, and release it to target if it is still the one this
+ * server last renewed (renewTime last_renew_time): a compare-and-swap on
+ * the version read, so a server restarted meanwhile keeps its Lease.
+ */
 static bool
-release_lease(const char *target, uint64 lsn, const char *reason)
+release_lease(const char *target, uint64 lsn, const char *reason,
+			  const char *last_renew_time)
 {
 	const char *me = hapg_effective_member();
 	char	   *path = hapg_lease_path(hapg_effective_namespace(), hapg_cluster_name);
@@ -144,6 +149,7 @@ release_lease(const char *target, uint64 lsn, const char *reason)
 		char	   *handover;
 		char	   *body;
 		long		status;
+		const char *why;
 
 		if (!kube_request("GET", path, NULL, NULL, &r) || r.status != 200)
 		{
@@ -159,10 +165,13 @@ release_lease(const char *target, uint64 lsn, const char *reason)
 			return false;
 		}
 		kube_response_free(&r);
-		if (strcmp(li.view.holder, me) != 0)
+		li.view.known = true;
+		if (!hapg_handover_may_release(&li.view, me, last_renew_time, &why))
 		{
-			child_log("the Lease is held by \"%s\" now, not by \"%s\": nothing to hand over",
-					  li.view.holder[0] ? li.view.holder : "(nobody)", me);
+			child_log("not releasing the Lease (held by \"%s\", renewTime %s; this server last renewed it at %s): %s",
+					  li.view.holder[0] ? li.view.holder : "(nobody)",
+					  li.view.renew_time[0] ? li.view.renew_time : "(none)",
+					  last_renew_time[0] ? last_renew_time : "(unknown)", why);
 			json_object_put(obj);
 			return false;
 		}
@@ -201,7 +210,8 @@ release_lease(const char *target, uint64 lsn, const char *reason)
 
 /* The child's whole life: wait, check, release, exit. */
 static void
-handover_child(const char *target, const char *reason, int wait_ms)
+handover_child(const char *target, const char *reason, int wait_ms,
+			   const char *last_renew_time)
 {
 	ControlFileData cf;
 	uint64		end;
@@ -225,7 +235,7 @@ handover_child(const char *target, const char *reason, int wait_ms)
 							  cf.xlog_blcksz, cf.xlog_seg_size,
 							  SizeOfXLogShortPHD, SizeOfXLogLongPHD);
 	hapg_format_lsn(end, lsn, sizeof(lsn));
-	if (release_lease(target, end, reason))
+	if (release_lease(target, end, reason, last_renew_time))
 		child_log("released the Lease to \"%s\", who takes it once it has WAL up to %s on timeline %u (%s)",
 				  target, lsn, cf.checkPointCopy.ThisTimeLineID, reason);
 }
@@ -235,14 +245,17 @@ handover_child(const char *target, const char *reason, int wait_ms)
  * started; the caller then stops the server anyway and the Lease runs out.
  */
 bool
-hapg_start_handover(const char *target, const char *reason, int wait_ms)
+hapg_start_handover(const char *target, const char *reason, int wait_ms,
+					const char *last_renew_time)
 {
 	char		t[HAPG_NAME_LEN];
 	char		why[HAPG_MSG_LEN];
+	char		renewed[40];
 	pid_t		pid;
 
 	strlcpy(t, target, sizeof(t));
 	strlcpy(why, reason, sizeof(why));
+	strlcpy(renewed, last_renew_time ? last_renew_time : "", sizeof(renewed));
 	fflush(NULL);
 	pid = fork();
 	if (pid < 0)
@@ -270,6 +283,6 @@ hapg_start_handover(const char *target, const char *reason, int wait_ms)
 	MyProc = NULL;
 	log_min_messages = PANIC;
 	kube_forget_connections();
-	handover_child(t, why, wait_ms);
+	handover_child(t, why, wait_ms, renewed);
 	_exit(0);
 }

@@ -190,7 +190,8 @@ extern char *hapg_leader_conninfo(const char *connect_address);
 extern bool hapg_write_standby_signal(void);
 
 /* Clean hand-over when the leader stops on purpose (handover.c). */
-extern bool hapg_start_handover(const char *target, const char *reason, int wait_ms);
+extern bool hapg_start_handover(const char *target, const char *reason, int wait_ms,
+								const char *last_renew_time);
 
 /* Start-up guard (guard.c). */
 extern void hapg_startup_guard(void);

@@ -14,6 +14,7 @@
 #include "hapg.h"
 #include "kube.h"
 #include "http.h"
+#include "watchframe.h"
 
 #include <sys/stat.h>
 #include <sys/select.h>
@@ -474,46 +475,29 @@ kube_watch_clear_error(KubeWatch *w)
 	w->error[0] = '\0';
 }
 
+/* One complete line of a watch stream: parse it and hand it on, or log it. */
+static void
+watch_line(void *arg, const char *line, size_t len)
+{
+	KubeWatch  *w = (KubeWatch *) arg;
+	char		type[32];
+	char		err[HAPG_MSG_LEN];
+	json_object *obj;
+
+	if (hapg_parse_watch_event(line, len, type, sizeof(type), &obj, err, sizeof(err)))
+	{
+		w->fn(w->arg, type, obj);
+		json_object_put(obj);
+	}
+	else
+		elog(LOG, "hapg: ignoring bad event on the %s watch: %s", w->what, err);
+}
+
 /* Hand every complete line in a watch's buffer to its callback. */
 static int
 drain_lines(KubeWatch *w)
 {
-	size_t		start = 0;
-	int			events = 0;
-
-	while (start < w->buf.len)
-	{
-		char	   *nl = memchr(w->buf.data + start, '\n', w->buf.len - start);
-		size_t		linelen;
-		char		type[32];
-		char		err[HAPG_MSG_LEN];
-		json_object *obj;
-
-		if (nl == NULL)
-			break;
-		linelen = nl - (w->buf.data + start);
-		if (linelen > 0)
-		{
-			if (hapg_parse_watch_event(w->buf.data + start, linelen, type,
-									   sizeof(type), &obj, err, sizeof(err)))
-			{
-				w->fn(w->arg, type, obj);
-				json_object_put(obj);
-				events++;
-			}
-			else
-				elog(LOG, "hapg: ignoring bad event on the %s watch: %s", w->what, err);
-		}
-		start += linelen + 1;
-	}
-	if (start > 0)
-	{
-		memmove(w->buf.data, w->buf.data + start, w->buf.len - start);
-		w->buf.len -= start;
-		if (w->buf.data)
-			w->buf.data[w->buf.len] = '\0';
-	}
-	return events;
+	return hapg_watch_drain(w->buf.data, &w->buf.len, watch_line, w);
 }
 
 /* Move watch data along without blocking; returns events delivered. */

@@ -151,7 +151,7 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 	{
 		if (hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)))
 		{
-			hapg_adopt_lease(w, obj, *sent_ms);
+			hapg_adopt_lease(w, obj, *sent_ms, hapg_mono_ms(), true);
 			json_object_put(obj);
 		}
 		else
@@ -189,7 +189,7 @@ hapg_edit_lease(HapgWorker *w, const HapgLeaseEdit *e, char *err, int errlen)
 	status = r.status;
 	if (status == 200 && hapg_parse_json(r.body, r.len, &obj, perr, sizeof(perr)))
 	{
-		hapg_adopt_lease(w, obj, hapg_mono_ms());
+		hapg_adopt_lease(w, obj, hapg_mono_ms(), hapg_mono_ms(), false);
 		json_object_put(obj);
 	}
 	else if (status != 200)

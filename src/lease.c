@@ -93,6 +93,67 @@ hapg_lease_clock_restarts(const HapgLeaseView *seen, const HapgLeaseView *next)
 }
 
 /*
+ * Where the expiry clock starts for a newly read version: when its answer
+ * *arrived* (a GET's response, a watch event's receipt), never when the GET
+ * was sent.  The renewal may have been applied after the GET left, and the
+ * leader's fence counts from when it sent that renewal: a clock started at
+ * the send would let a standby judge the Lease expired up to one request
+ * timeout before the leader fences (found by tests/sim_protocol).  The
+ * answer to my own write counts from its send, as my fence does.  Without a
+ * renewal (hapg_lease_clock_restarts) the clock keeps seen's start.
+ */
+int64_t
+hapg_lease_observed_ms(const HapgLeaseView *seen, const HapgLeaseView *next,
+					   int64_t sent_ms, int64_t arrived_ms, bool own_write)
+{
+	if (!hapg_lease_clock_restarts(seen, next))
+		return seen->observed_ms;
+	if (own_write)
+		return sent_ms;
+	return arrived_ms > sent_ms ? arrived_ms : sent_ms;
+}
+
+/*
+ * May the hand-over process of a stopped leader release this Lease?  Only
+ * if it is still exactly the one that leader last wrote: held by it, with
+ * the renewTime of its last successful renewal.  Otherwise the server came
+ * back (the launcher waits only so long for this process) and renewed, and
+ * a release would take the Lease from a writable primary (found by
+ * tests/sim_protocol).
+ */
+bool
+hapg_handover_may_release(const HapgLeaseView *now, const char *me,
+						  const char *last_renew_time, const char **why)
+{
+	const char *reason = NULL;
+
+	if (!now->known || !now->exists)
+		reason = "there is no Lease";
+	else if (strcmp(now->holder, me) != 0)
+		reason = "another member holds the Lease";
+	else if (last_renew_time == NULL || last_renew_time[0] == '\0')
+		reason = "the stopped leader's last renewal is not known";
+	else if (strcmp(now->renew_time, last_renew_time) != 0)
+		reason = "the Lease was renewed after this server stopped";
+	if (why)
+		*why = reason;
+	return reason == NULL;
+}
+
+/*
+ * May a standby promote on the Lease write that just succeeded?  Not if the
+ * answer came after that write's own fence deadline: the Lease may already
+ * have run out for the others (a long stall between send and answer), so
+ * re-read and decide again instead.
+ */
+bool
+hapg_write_still_valid(int64_t sent_ms, int64_t arrived_ms, int ttl_s,
+					   int64_t fence_margin_ms)
+{
+	return arrived_ms < hapg_fence_deadline_ms(sent_ms, ttl_s, fence_margin_ms);
+}
+
+/*
  * How long a standby may fail to stream from a leader on a newer timeline
  * before it concludes it diverged (a former primary) and stops to be
  * rewound: long enough for a new leader's WAL receiver switch.

@@ -146,6 +146,15 @@ extern int64_t hapg_fence_deadline_ms(int64_t last_renew_sent_ms, int ttl_s,
 									  int64_t fence_margin_ms);
 extern bool hapg_lease_clock_restarts(const HapgLeaseView *seen,
 									  const HapgLeaseView *next);
+extern int64_t hapg_lease_observed_ms(const HapgLeaseView *seen,
+									 const HapgLeaseView *next,
+									 int64_t sent_ms, int64_t arrived_ms,
+									 bool own_write);
+extern bool hapg_handover_may_release(const HapgLeaseView *now, const char *me,
+									  const char *last_renew_time,
+									  const char **why);
+extern bool hapg_write_still_valid(int64_t sent_ms, int64_t arrived_ms,
+								   int ttl_s, int64_t fence_margin_ms);
 extern int64_t hapg_rewind_patience_ms(int ttl_s);
 extern bool hapg_rewind_due(int64_t not_streaming_since_ms, int64_t now_ms,
 							int ttl_s, int leader_timeline,

@@ -98,12 +98,14 @@ lease_news(const HapgLeaseInfo *seen, const HapgLeaseInfo *next)
 }
 
 /*
- * Adopt a Lease object (or its absence) as the current view.  The expiry
- * clock restarts only when the holder renewed (hapg_lease_clock_restarts):
- * that is the moment this member observed a renewal.
+ * Adopt a Lease object (or its absence), from an answer to a request sent at
+ * sent_ms that arrived at arrived_ms, as the current view.  The expiry clock
+ * restarts only when the holder renewed, at the answer's arrival
+ * (hapg_lease_observed_ms): that is the moment this member observed it.
  */
 void
-hapg_adopt_lease(HapgWorker *w, json_object *obj, int64 seen_ms)
+hapg_adopt_lease(HapgWorker *w, json_object *obj, int64 sent_ms,
+				 int64 arrived_ms, bool own_write)
 {
 	HapgLeaseCache *lc = &w->lease;
 	HapgLeaseInfo info;
@@ -111,13 +113,18 @@ hapg_adopt_lease(HapgWorker *w, json_object *obj, int64 seen_ms)
 
 	if (obj == NULL)
 	{
+		HapgLeaseView none;
+
+		memset(&none, 0, sizeof(none));
+		none.known = true;
+		lc->observed_ms = hapg_lease_observed_ms(&lc->info.view, &none,
+												 sent_ms, arrived_ms, own_write);
 		if (lc->obj)
 			json_object_put(lc->obj);
 		lc->obj = NULL;
 		memset(&lc->info, 0, sizeof(lc->info));
 		lc->info.view.known = true;
 		lc->info.view.exists = false;
-		lc->observed_ms = seen_ms;
 		lc->observed_at = GetCurrentTimestamp();
 		lc->valid = true;
 		return;
@@ -132,7 +139,8 @@ hapg_adopt_lease(HapgWorker *w, json_object *obj, int64 seen_ms)
 		return;					/* a late event for a version we are past */
 	if (hapg_lease_clock_restarts(&lc->info.view, &info.view))
 	{
-		lc->observed_ms = seen_ms;
+		lc->observed_ms = hapg_lease_observed_ms(&lc->info.view, &info.view,
+												 sent_ms, arrived_ms, own_write);
 		lc->observed_at = GetCurrentTimestamp();
 	}
 	if ((!lc->info.view.exists ||
@@ -155,6 +163,7 @@ hapg_read_lease(HapgWorker *w)
 	json_object *obj;
 	char		err[HAPG_MSG_LEN];
 	int64		sent = hapg_mono_ms();
+	int64		arrived;
 	bool		ok = false;
 
 	if (!kube_request("GET", hapg_lease_path(w->cfg.namespace, w->cfg.cluster), NULL, NULL, &r))
@@ -162,9 +171,11 @@ hapg_read_lease(HapgWorker *w)
 		hapg_api_error(w, "could not read Lease: %s", r.error);
 		return false;
 	}
+	/* the expiry clock starts when the answer came, not when we asked */
+	arrived = hapg_mono_ms();
 	if (r.status == 404)
 	{
-		hapg_adopt_lease(w, NULL, sent);
+		hapg_adopt_lease(w, NULL, sent, arrived, false);
 		w->lease.watch_rv[0] = '\0';
 		ok = true;
 	}
@@ -174,7 +185,7 @@ hapg_read_lease(HapgWorker *w)
 		hapg_api_error(w, "could not read Lease: %s", err);
 	else
 	{
-		hapg_adopt_lease(w, obj, sent);
+		hapg_adopt_lease(w, obj, sent, arrived, false);
 		json_object_put(obj);
 		ok = w->lease.valid;
 	}
@@ -280,8 +291,9 @@ on_lease_event(void *arg, const char *type, json_object *obj)
 {
 	HapgWorker *w = (HapgWorker *) arg;
 	const char *rv = hapg_object_rv(obj);
+	int64		now = hapg_mono_ms();	/* received: the observation's time */
 
-	w->lease_event_ms = hapg_mono_ms();
+	w->lease_event_ms = now;
 	if (strcmp(type, "ERROR") == 0)
 	{
 		/* usually 410 Gone: our resourceVersion is too old; read afresh */
@@ -299,13 +311,13 @@ on_lease_event(void *arg, const char *type, json_object *obj)
 		return;
 	if (strcmp(type, "DELETED") == 0)
 	{
-		hapg_adopt_lease(w, NULL, hapg_mono_ms());
+		hapg_adopt_lease(w, NULL, now, now, false);
 		if (rv)
 			strlcpy(w->lease.watch_rv, rv, sizeof(w->lease.watch_rv));
 		w->wake = true;
 		return;
 	}
-	hapg_adopt_lease(w, obj, hapg_mono_ms());
+	hapg_adopt_lease(w, obj, now, now, false);
 }
 
 /* A watch said a member Pod changed: cache it, and wake the loop if it matters. */

@@ -66,6 +66,7 @@ typedef struct HapgWorker
 	/* the lease decision's memory between cycles */
 	bool		was_leader;
 	int64		last_renew_sent_ms; /* send time of my last successful write */
+	char		last_renew_time[40];	/* its renewTime as the API stored it, or "" */
 	HapgRole	role;
 	int64		expires_in_ms;
 	int64		decision_wake_ms;	/* decide again at this time (0: no wish) */
@@ -109,7 +110,8 @@ extern void hapg_api_error(HapgWorker *w, const char *fmt,...) pg_attribute_prin
 extern void hapg_api_cycle_done(HapgWorker *w);
 extern void hapg_view_start(HapgWorker *w);
 extern void hapg_view_forget(HapgWorker *w);
-extern void hapg_adopt_lease(HapgWorker *w, json_object *obj, int64 seen_ms);
+extern void hapg_adopt_lease(HapgWorker *w, json_object *obj, int64 sent_ms,
+							 int64 arrived_ms, bool own_write);
 extern bool hapg_read_lease(HapgWorker *w);
 extern bool hapg_list_pods(HapgWorker *w);
 extern void hapg_refresh_view(HapgWorker *w);

@@ -1615,6 +1615,19 @@ cycle_resume(Sim *s, int m, Req *r)
 					return;
 				}
 				w->last_renew_sent = w->write_sent;
+				if (w->d.promote &&
+					!hapg_write_still_valid(w->write_sent, mono(s, m), s->ttl, fence_margin(s)))
+				{
+					/* act.c: answered past its fence deadline: no promotion, re-read */
+					trace(s, "%s write answered %" PRId64 " ms after it was sent: not promoting",
+						  mb->name, mono(s, m) - w->write_sent);
+					w->lease_valid = false;
+					w->lease_known = false;
+					fill_input(s, m, false);
+					hapg_lease_decide(&w->in, &w->d);
+					protocol_done(s, m);
+					return;
+				}
 				/* the commit guard of issue 9: last renewal sent + ttl - margin */
 				mb->guard_set = true;
 				mb->writable_until = hapg_fence_deadline_ms(w->write_sent, s->ttl, fence_margin(s));

@@ -768,6 +768,112 @@ TEST(expiry_clock_restarts_only_on_renewal)
 	CHECK(hapg_lease_clock_restarts(&seen, &next));
 }
 
+/*
+ * The expiry clock of another member's renewal starts when the answer
+ * arrived: whenever a GET is sent (up to a request timeout before the
+ * leader's renewal) and answered after the renewal was applied, the reader
+ * must not judge the Lease expired before the leader's fence deadline plus
+ * its margin, i.e. before the renewal's send time plus the ttl.
+ */
+TEST(expiry_clock_starts_at_arrival)
+{
+	HapgLeaseView seen;
+	HapgLeaseView next;
+	int			ttl = 10;
+	int64_t		timeout = 4000;
+	int64_t		margin = hapg_fence_margin_ms(ttl);
+	int64_t		renew_sent = 100000;
+	int64_t		fence_at = hapg_fence_deadline_ms(renew_sent, ttl, margin);
+	int64_t		get_sent;
+	int			bad = 0;
+
+	memset(&seen, 0, sizeof(seen));
+	seen.known = true;
+	seen.exists = true;
+	strcpy(seen.holder, "pg-0");
+	strcpy(seen.resource_version, "10");
+	strcpy(seen.renew_time, "2026-12-03T09:00:00.000000Z");
+	seen.duration_s = ttl;
+	seen.observed_ms = 1;
+	next = seen;
+	strcpy(next.resource_version, "11");
+	strcpy(next.renew_time, "2026-12-03T09:00:03.000000Z");
+	for (get_sent = renew_sent - timeout; get_sent <= renew_sent + timeout; get_sent += 250)
+	{
+		int64_t		arrived;
+
+		/* the renewal is applied at or after its send; the answer comes later */
+		for (arrived = get_sent > renew_sent ? get_sent : renew_sent;
+			 arrived <= get_sent + timeout; arrived += 250)
+		{
+			HapgLeaseView v = next;
+
+			v.observed_ms = hapg_lease_observed_ms(&seen, &next, get_sent, arrived, false);
+			if (hapg_lease_expired(&v, fence_at + margin - 1, NULL))
+				bad++;
+		}
+	}
+	CHECK(bad == 0);
+	/* the arrival, not the send */
+	CHECK(hapg_lease_observed_ms(&seen, &next, 500, 2500, false) == 2500);
+	/* my own write counts from its send, like my fence */
+	CHECK(hapg_lease_observed_ms(&seen, &next, 500, 2500, true) == 500);
+	/* no renewal (an annotation edit): the clock keeps running */
+	next = seen;
+	strcpy(next.resource_version, "12");
+	CHECK(hapg_lease_observed_ms(&seen, &next, 500, 2500, false) == 1);
+}
+
+/*
+ * The hand-over process releases only the Lease its stopped leader last
+ * wrote: not one the restarted server renewed since, nor anyone else's.
+ */
+TEST(handover_releases_only_the_last_renewal)
+{
+	HapgLeaseView now;
+	const char *why = NULL;
+	const char *last = "2026-12-03T09:00:03.000000Z";
+
+	memset(&now, 0, sizeof(now));
+	now.known = true;
+	now.exists = true;
+	strcpy(now.holder, "pg-0");
+	strcpy(now.resource_version, "11");
+	strcpy(now.renew_time, last);
+	now.duration_s = 10;
+	CHECK(hapg_handover_may_release(&now, "pg-0", last, &why));
+	CHECK(why == NULL);
+	/* an annotation edit since (a switchover request) keeps renewTime */
+	strcpy(now.resource_version, "12");
+	CHECK(hapg_handover_may_release(&now, "pg-0", last, NULL));
+	/* the server came back and renewed: leave its Lease alone */
+	strcpy(now.renew_time, "2026-12-03T09:00:14.000000Z");
+	CHECK(!hapg_handover_may_release(&now, "pg-0", last, &why));
+	CHECK(why != NULL && strstr(why, "renewed") != NULL);
+	/* someone else's, or gone, or no renewal known */
+	strcpy(now.renew_time, last);
+	strcpy(now.holder, "pg-1");
+	CHECK(!hapg_handover_may_release(&now, "pg-0", last, &why));
+	strcpy(now.holder, "pg-0");
+	CHECK(!hapg_handover_may_release(&now, "pg-0", "", &why));
+	CHECK(!hapg_handover_may_release(&now, "pg-0", NULL, &why));
+	now.exists = false;
+	CHECK(!hapg_handover_may_release(&now, "pg-0", last, &why));
+}
+
+/* A write answered after its own fence deadline must not make a leader. */
+TEST(late_write_does_not_promote)
+{
+	int			ttl = 10;
+	int64_t		margin = hapg_fence_margin_ms(ttl);
+	int64_t		deadline = hapg_fence_deadline_ms(1000, ttl, margin);
+
+	CHECK(hapg_write_still_valid(1000, 1200, ttl, margin));
+	CHECK(hapg_write_still_valid(1000, deadline - 1, ttl, margin));
+	CHECK(!hapg_write_still_valid(1000, deadline, ttl, margin));
+	CHECK(!hapg_write_still_valid(1000, 1000 + 60000, ttl, margin));
+}
+
 /* A standby stops to be rewound only after patience, behind a newer timeline. */
 TEST(rewind_patience)
 {
@@ -836,6 +942,9 @@ run_lease_tests(void)
 	RUN(paused_handover_to_me_still_works);
 	RUN(fence_deadline_formula);
 	RUN(expiry_clock_restarts_only_on_renewal);
+	RUN(expiry_clock_starts_at_arrival);
+	RUN(handover_releases_only_the_last_renewal);
+	RUN(late_write_does_not_promote);
 	RUN(rewind_patience);
 	RUN(action_table_is_complete);
 }
