@@ -916,7 +916,9 @@ class Sim:
         env['HAPG_CONFIG_DIR'] = p.config_dir
         env['HAPG_SECRETS_DIR'] = p.secrets_dir
         env['HAPG_LAUNCHER'] = self.image_file('hapg-launcher')
-        if not os.path.isdir(env.get('PGBIN', '')):
+        if not os.path.isdir(env.get('PGBIN', '')) or 'HAPG_PGBIN' in os.environ:
+            # the image's PostgreSQL is this machine's, or the private copy
+            # the tests were told to use (scripts/test.sh's HAPG_PGROOT)
             env['PGBIN'] = PGBIN
         if 'PGDATA' not in env:
             env['PGDATA'] = os.path.join(p.volume, 'pgdata')
