@@ -79,6 +79,22 @@ patch_pod(HapgWorker *w, const char *name, const char *patch, KubeResponse *r)
 						"application/merge-patch+json", patch, r) && r->status == 200;
 }
 
+
+/* Is an answer to a Lease write the Lease with the holder we wrote? */
+static bool
+is_written_lease(json_object *obj, const char *holder, char *err, int errlen)
+{
+	HapgLeaseInfo info;
+
+	if (!hapg_parse_lease(obj, &info, err, errlen))
+		return false;
+	if (strcmp(info.view.holder, holder) != 0)
+	{
+		snprintf(err, errlen, "holder \"%s\"", info.view.holder);
+		return false;
+	}
+	return true;
+}
 /* Carry out one decided Lease write; returns the HTTP status (0 = no answer). */
 long
 hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
@@ -149,13 +165,33 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 	status = r.status;
 	if (status == 200 || status == 201)
 	{
-		if (hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)))
+		/*
+		 * Only an answer that is the Lease as we wrote it proves the write:
+		 * a 200 whose body is not (a proxy's error page, a cut-off answer)
+		 * may come from a request the API server never executed, and
+		 * counting it as a renewal would move the fence deadline past the
+		 * instant the others see the Lease expire.
+		 */
+		if (!hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)))
+		{
+			hapg_api_error(w, "could not %s the Lease: HTTP %ld with an answer that is not JSON (%s)",
+						   hapg_action_name(d->action), status, err);
+			w->lease.valid = false;
+			status = 0;
+		}
+		else if (!is_written_lease(obj, lw.holder, err, sizeof(err)))
+		{
+			hapg_api_error(w, "could not %s the Lease: HTTP %ld with an answer that is not the Lease written (%s)",
+						   hapg_action_name(d->action), status, err);
+			json_object_put(obj);
+			w->lease.valid = false;
+			status = 0;
+		}
+		else
 		{
 			hapg_adopt_lease(w, obj, *sent_ms, hapg_mono_ms(), true);
 			json_object_put(obj);
 		}
-		else
-			w->lease.valid = false; /* it worked, but re-read before trusting our view */
 	}
 	else if (status != 409)
 		hapg_api_error(w, "could not %s the Lease: %s", hapg_action_name(d->action), r.error);
