@@ -273,11 +273,28 @@ class Recorder:
         self.errors = collections.Counter()
         self.ids = itertools.count(1)
         self.last_ack = {}
+        self.first = {}         # chaoscheck.first_acks() of every write, kept up to date
+        self.tenure = {}        # chaoscheck.add_tenure() of every write
 
     def add_write(self, w):
         with self.lock:
             self.writes.append(w)
             self.last_ack[(w.gen, w.member)] = w.ack
+            chaoscheck.add_first(self.first, w)
+            chaoscheck.add_tenure(self.tenure, w)
+
+    def window(self, i0, j0, t0, t1, gen):
+        """(writes, polls, first, tenure) of one generation acknowledged in
+        [t0, t1), looking from list positions i0 / j0 on."""
+        with self.lock:
+            ws = [w for w in self.writes[i0:] if t0 <= w.ack < t1 and w.gen == gen]
+            ps = [q for q in self.polls[j0:] if q.gen == gen and q.pack is not None
+                  and t0 <= q.pack < t1]
+            return ws, ps, dict(self.first), dict(self.tenure)
+
+    def marks(self):
+        with self.lock:
+            return len(self.writes), len(self.polls)
 
     def add_poll(self, p):
         with self.lock:
@@ -539,12 +556,16 @@ class Campaign:
             if c.in_recovery(h) is not False:
                 return 'the holder %s is in recovery' % h
             others = self.replicas(h)
-            rows = c.sql(h, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+            rows = c.sql(h, "SELECT application_name AS m, pg_wal_lsn_diff(pg_current_wal_lsn(), "
+                            "flush_lsn) AS lag FROM pg_stat_replication WHERE state = 'streaming'",
                          timeout=2)
-            streaming = {r['application_name'] for r in rows}
+            streaming = {r['m']: r['lag'] for r in rows}
             missing = [o for o in others if o not in streaming]
             if missing:
                 return '%s not streaming from %s' % (', '.join(missing), h)
+            behind = [o for o in others if streaming[o] is None or streaming[o] > MAX_LAG]
+            if behind:
+                return '%s more than %d bytes behind %s' % (', '.join(behind), MAX_LAG, h)
             for o in others:
                 if c.in_recovery(o) is not True:
                     return '%s is not in recovery' % o
@@ -734,12 +755,17 @@ class Campaign:
             if not self.part.ok:
                 raise FaultError('cannot partition: %s' % self.part.why)
             rep = reps[p['replica']]
+            pos = self.replica_lsn(rep)
             self.part.cut(rep, c.m(rep).port, leader, c.m(leader).port)
             try:
                 time.sleep(p['duration'])
+                pos2 = self.replica_lsn(rep)
+                lead = c.scalar(leader, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn", timeout=3)
             finally:
                 self.part.heal()
-            return '%s cut off from %s for %ss' % (rep, leader, p['duration'])
+            return '%s cut off from %s for %ss: it received %s bytes meanwhile, %s behind at the end' % (
+                rep, leader, p['duration'], pos2 - pos if None not in (pos, pos2) else '?',
+                int(lead) - pos2 if None not in (lead, pos2) else '?')
         if kind == 'switchover':
             cand = None if p['candidate'] is None else reps[p['candidate']]
             caller = leader if p['caller'] == 'leader' else reps[r.randrange(2)]
@@ -801,6 +827,14 @@ class Campaign:
                 cand or '', caller, p['delay'], p['duration'], box.get('r', 'still waiting'))
         raise FaultError('unknown kind %r' % kind)
 
+    def replica_lsn(self, name):
+        """WAL received by a standby (bytes), or None."""
+        try:
+            v = self.c.scalar(name, "SELECT pg_last_wal_receive_lsn() - '0/0'::pg_lsn", timeout=3)
+            return None if v is None else int(v)
+        except Exception:  # noqa: BLE001
+            return None
+
     def wait_new_holder(self, old, timeout=30):
         """Wait (bounded) until someone else than `old` holds the Lease."""
         try:
@@ -855,6 +889,9 @@ class Campaign:
         res = {'i': i, 'kind': kind, 'params': p, 'gen': self.gen}
         t_start = time.time()
         res['t_start'] = t_start
+        i0, j0 = self.rec.marks()
+        i0 = max(0, i0 - 2000)      # writes still in flight are appended later
+        j0 = max(0, j0 - 200)
         try:
             leader = self.leader()
         except harness.WaitTimeout as e:
@@ -885,13 +922,9 @@ class Campaign:
         t_end = time.time()
         res['t_end'] = t_end
         # dual primaries among the writes of this window, against everything seen
-        with self.rec.lock:
-            all_w = list(self.rec.writes)
-            polls = [q for q in self.rec.polls if q.gen == self.gen and q.pack is not None
-                     and t_start <= q.pack < t_end]
-        win = [w for w in all_w if t_start <= w.ack < t_end and w.gen == self.gen]
-        zombie, late = chaoscheck.zombie_writes(win, all_w)
-        over = chaoscheck.overlaps(win, all_w)
+        win, polls, first, tenure = self.rec.window(i0, j0, t_start, t_end, self.gen)
+        zombie, late = chaoscheck.zombie_writes(win, first)
+        over = chaoscheck.overlaps(win, tenure)
         duals = chaoscheck.poll_duals(polls)
         res['zombie'] = len(zombie)
         res['late'] = len(late)
@@ -925,7 +958,9 @@ class Campaign:
                 since = 0 if full else max(0, first_id - 20000)
                 lost, acked = self.check_lost(now_leader, since)
                 res['lost'] = len(lost)
-                res['lost_bytes'] = chaoscheck.lost_wal_bytes(lost, all_w)
+                with self.rec.lock:
+                    near = self.rec.writes[max(0, i0 - 20000):]
+                res['lost_bytes'] = chaoscheck.lost_wal_bytes(lost, near)
                 res['lost_detail'] = ['%s id %d timeline %d acked %s' % (
                     w.member, w.id, w.tl, fmt(w.ack)) for w in lost[:5]]
             except Exception as e:  # noqa: BLE001

@@ -59,10 +59,7 @@ def first_acks(writes):
     """{(gen, member, timeline): the first acknowledged write there}."""
     first = {}
     for w in writes:
-        k = (w.gen, w.member, w.tl)
-        f = first.get(k)
-        if f is None or w.ack < f.ack:
-            first[k] = w
+        add_first(first, w)
     return first
 
 
@@ -99,11 +96,11 @@ def _candidates(table, gen, tl):
     return table[(gen, tls[i])]
 
 
-def zombie_writes(writes, all_writes=None):
+def zombie_writes(writes, first=None):
     """(proven, late): lists of (w, b) for the writes `writes` judged
-    against the first acknowledged writes of `all_writes` (default: the
-    same list).  See the module docstring."""
-    table = _earliest_other(first_acks(all_writes if all_writes is not None else writes))
+    against the first acknowledged writes `first` (first_acks() of every
+    write seen; default: of `writes`).  See the module docstring."""
+    table = _earliest_other(first if first is not None else first_acks(writes))
     proven, late = [], []
     for w in writes:
         for b in _candidates(table, w.gen, w.tl):
@@ -117,21 +114,34 @@ def zombie_writes(writes, all_writes=None):
     return proven, late
 
 
-def overlaps(writes, all_writes=None):
+def add_tenure(tenure, w):
+    """Fold one write into {(gen, member, timeline): (first-acked, last-sent)}."""
+    k = (w.gen, w.member, w.tl)
+    lo, hi = tenure.get(k, (None, None))
+    if lo is None or w.ack < lo.ack:
+        lo = w
+    if hi is None or w.send > hi.send:
+        hi = w
+    tenure[k] = (lo, hi)
+
+
+def add_first(first, w):
+    """Fold one write into first_acks()'s map."""
+    k = (w.gen, w.member, w.tl)
+    f = first.get(k)
+    if f is None or w.ack < f.ack:
+        first[k] = w
+
+
+def overlaps(writes, tenure=None):
     """[(a_first, b, a_last)]: a write b of one member strictly inside
     another member's tenure on one timeline (see the module docstring).
-    Tenures come from `all_writes` (default `writes`); b ranges over
-    `writes`."""
-    pool = all_writes if all_writes is not None else writes
-    tenure = {}
-    for w in pool:
-        k = (w.gen, w.member, w.tl)
-        lo, hi = tenure.get(k, (None, None))
-        if lo is None or w.ack < lo.ack:
-            lo = w
-        if hi is None or w.send > hi.send:
-            hi = w
-        tenure[k] = (lo, hi)
+    `tenure`: add_tenure() over every write seen (default: over `writes`);
+    b ranges over `writes`."""
+    if tenure is None:
+        tenure = {}
+        for w in writes:
+            add_tenure(tenure, w)
     by_member = collections.defaultdict(list)
     for w in writes:
         by_member[(w.gen, w.member)].append(w)
