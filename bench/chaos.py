@@ -502,6 +502,7 @@ class Campaign:
         self.checked = {}       # gen -> ids of acknowledged writes found on a leader
         self.lost_seen = set()
         self.results = []
+        self.waited_on = []
         self.ttl = PROFILE['ttl']
 
     # -- cluster life
@@ -576,14 +577,24 @@ class Campaign:
         return None
 
     def wait_healthy(self, since, bound):
+        """(seconds it took, None) or (None, what was missing at the end);
+        self.waited_on: the reasons that held up recovery, longest first."""
         t0 = time.monotonic()
         last = None
-        while time.monotonic() - t0 < bound:
-            last = self.health(since)
-            if last is None:
-                return time.monotonic() - t0, None
-            time.sleep(0.25)
-        return None, last
+        held = collections.Counter()
+        prev = t0
+        try:
+            while time.monotonic() - t0 < bound:
+                last = self.health(since)
+                now = time.monotonic()
+                if last is None:
+                    return now - t0, None
+                held[re.sub(r'\d+', 'N', last)] += now - prev
+                prev = now
+                time.sleep(0.25)
+            return None, last
+        finally:
+            self.waited_on = ['%s (%.1fs)' % (k, v) for k, v in held.most_common(3) if v >= 1.0]
 
     def repair(self):
         """After a failed recovery: undo every fault and start what is down."""
@@ -910,6 +921,7 @@ class Campaign:
         took, why = self.wait_healthy(t_heal, self.args.recovery_bound)
         res['recovered'] = took is not None
         res['recovery_s'] = took
+        res['waited_on'] = self.waited_on
         if took is None:
             res['not_recovered'] = why
             log('fault %d: NOT recovered within %ss: %s' % (i, self.args.recovery_bound, why))
@@ -1008,6 +1020,8 @@ class Campaign:
                 for d in res.get('dual_detail', []) + res.get('late_detail', []) + \
                         res.get('lost_detail', []) + res['crashes'][:5]:
                     print('      %s' % d, flush=True)
+                if res.get('waited_on') and (res.get('recovery_s') or 99) > 5:
+                    print('      recovery waited on: %s' % '; '.join(res['waited_on']), flush=True)
                 if res.get('not_recovered'):
                     print('      not recovered: %s' % res['not_recovered'], flush=True)
                 if res.get('error'):
@@ -1150,8 +1164,10 @@ def main():
     cmd = '/usr/bin/python3 bench/chaos.py --faults %d --seed %d --kinds %s' % (
         args.faults, args.seed, ','.join(kinds))
     print('chaos: seed %d, %d faults, kinds %s' % (args.seed, args.faults, ','.join(kinds)), flush=True)
-    print('chaos: schedule: %s' % ' '.join('%d:%s' % (i, k) for i, (k, _) in enumerate(schedule)),
-          flush=True)
+    shown = schedule[args.start:args.start + 40]
+    print('chaos: schedule: %s%s' % (' '.join('%d:%s' % (i + args.start, k) for i, (k, _) in
+                                              enumerate(shown)),
+                                     ' ...' if len(schedule) > args.start + 40 else ''), flush=True)
     print('chaos: reproduce with: %s' % cmd, flush=True)
 
     def on_term(signum, frame):

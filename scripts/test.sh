@@ -9,20 +9,23 @@
 #   6. multi-node tests     pytest tests/test_*.py
 #   7. pod simulation       pytest tests/sim (network namespaces, the real
 #                           entrypoint, kubectl apply -k, RBAC)
+#   8. fault campaign       bench/chaos.py: a short seeded campaign (~20
+#                           faults, a few minutes); each fault passes or fails
 # Prints each part's result and a last line "N passed, N failed" summing all
 # parts; exits non-zero if anything failed.
 #
-# Environment: HAPG_TEST_ONLY="unit regress double launcher cluster sim" (subset of parts),
+# Environment: HAPG_TEST_ONLY="unit regress double launcher cluster sim chaos" (subset of parts),
 # HAPG_PGROOT=/some/dir (install hapg into a private, relocated copy of
 # PostgreSQL there instead of the system's, so that several checkouts can be
 # tested at once on one machine; HAPG_PGBIN points the tests at it),
 # PYTEST_ARGS (extra pytest arguments, e.g. "-k outage"), HAPG_KEEP=1 (keep
-# cluster files even on success).
+# cluster files even on success), HAPG_CHAOS_FAULTS / HAPG_CHAOS_SEED /
+# HAPG_CHAOS_KINDS (the campaign's length, seed and fault kinds).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/scripts/deps.sh"
 export PYTHONDONTWRITEBYTECODE=1
-ONLY="${HAPG_TEST_ONLY:-unit regress double launcher cluster sim}"
+ONLY="${HAPG_TEST_ONLY:-unit regress double launcher cluster sim chaos}"
 OUT="$(mktemp -d /tmp/hapg-test-XXXXXX)"
 chmod 755 "$OUT"
 TOTAL_P=0
@@ -207,6 +210,36 @@ if want sim; then
         record sim 0 1 "not run: the build failed"
     fi
 fi
+
+# ------------------------------------------------------------------ fault campaign [part chaos: begin]
+# Every kind of bench/chaos.py but sigstop: the zombie leader of issue 9 (a
+# leader resumed after SIGSTOP acknowledges commits after a replica promoted)
+# is not fixed on this tree and the campaign rightly fails it.  Add sigstop
+# here (or set HAPG_CHAOS_KINDS=all) once that fix is merged.
+CHAOS_KINDS_CI="kill-pg,node-loss,api-cut-leader,api-down,api-garbage,api-truncated,api-huge,api-slow,replica-kill,replica-partition,switchover,sigterm,rm-datadir,kill-leader-replica-down,api-cut-switchover"
+if want chaos; then
+    echo "== chaos: bench/chaos.py, a short seeded fault campaign"
+    if [ "$BUILD_OK" = 1 ]; then
+        rc=0
+        timeout -k 30 1800 "$HAPG_PY" "$ROOT/bench/chaos.py" --faults "${HAPG_CHAOS_FAULTS:-20}" \
+            --seed "${HAPG_CHAOS_SEED:-17}" --kinds "${HAPG_CHAOS_KINDS:-$CHAOS_KINDS_CI}" \
+            --json "$OUT/chaos.json" >"$OUT/chaos.log" 2>"$OUT/chaos.err" || rc=$?
+        cat "$OUT/chaos.log"
+        line="$(grep -oE '^[0-9]+ passed, [0-9]+ failed' "$OUT/chaos.log" | tail -n 1)"
+        if [ -n "$line" ]; then
+            p="$(awk '{print $1}' <<<"$line")"
+            f="$(awk '{print $3}' <<<"$line")"
+            [ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+            record chaos "$p" "$f" "faults; exit $rc; progress in $OUT/chaos.err"
+        else
+            tail -n 30 "$OUT/chaos.err"
+            record chaos 0 1 "no 'N passed, N failed' line; exit $rc"
+        fi
+    else
+        record chaos 0 1 "not run: the build failed"
+    fi
+fi
+# ------------------------------------------------------------------ [part chaos: end]
 
 echo
 echo "== summary"
