@@ -569,6 +569,22 @@ ensure_watches(int64 now)
 	}
 }
 
+/* Is an answer to a Lease write the Lease with the holder we wrote? */
+static bool
+is_written_lease(json_object *obj, const char *holder, char *err, int errlen)
+{
+	HapgLeaseInfo info;
+
+	if (!hapg_parse_lease(obj, &info, err, errlen))
+		return false;
+	if (strcmp(info.view.holder, holder) != 0)
+	{
+		snprintf(err, errlen, "holder \"%s\"", info.view.holder);
+		return false;
+	}
+	return true;
+}
+
 /* Carry out one decided write; returns the HTTP status (0 = no answer). */
 static long
 write_lease(const HapgDecision *d, int64 *sent_ms)
@@ -640,13 +656,35 @@ write_lease(const HapgDecision *d, int64 *sent_ms)
 	status = r.status;
 	if (status == 200 || status == 201)
 	{
-		if (hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)))
+		/*
+		 * Only an answer that is the Lease as we wrote it proves the write:
+		 * a 200 with a body that is not (a proxy's error page, a cut-off
+		 * answer) may come from a request the API server never executed,
+		 * and counting it as a renewal would move the fence deadline past
+		 * the instant the others see the Lease expire.
+		 */
+		if (!hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)))
+		{
+			api_error("could not %s the Lease: HTTP %ld with an answer that "
+					  "is not JSON (%s)",
+					  hapg_action_name(d->action), status, err);
+			lease.valid = false;
+			status = 0;
+		}
+		else if (!is_written_lease(obj, w.holder, err, sizeof(err)))
+		{
+			api_error("could not %s the Lease: HTTP %ld with an answer that "
+					  "is not the Lease written (%s)",
+					  hapg_action_name(d->action), status, err);
+			json_object_put(obj);
+			lease.valid = false;
+			status = 0;
+		}
+		else
 		{
 			adopt_lease(obj, *sent_ms);
 			json_object_put(obj);
 		}
-		else
-			lease.valid = false;	/* it worked, but re-read before trusting our view */
 	}
 	else if (status != 409)
 		api_error("could not %s the Lease: %s", hapg_action_name(d->action), r.error);
