@@ -1144,7 +1144,19 @@ def main():
     ap.add_argument('--json', default=None, help='write every fault\'s figures here')
     ap.add_argument('--markdown', action='store_true')
     ap.add_argument('--keep', action='store_true', help='keep the cluster files')
+    ap.add_argument('--from-json', dest='from_json', default=None,
+                    help='run nothing: print the table and summary of a saved --json file')
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        res = saved['results']
+        print(table(res, args.markdown))
+        failed = [r for r in res if r['failed']]
+        print('%d faults (seed %s), %s to %s UTC: %d passed, %d failed' % (
+            len(res), saved['args'].get('seed'), fmt(res[0]['t_start']) if res else '-',
+            fmt(res[-1].get('t_end')) if res else '-', len(res) - len(failed), len(failed)))
+        return
     if args.seed is None:
         args.seed = random.randrange(1 << 31)
     kinds = KINDS if args.kinds == 'all' else [k.strip() for k in args.kinds.split(',') if k.strip()]
