@@ -589,7 +589,7 @@ class Campaign:
                 now = time.monotonic()
                 if last is None:
                     return now - t0, None
-                held[re.sub(r'\d+', 'N', last)] += now - prev
+                held[re.sub(r'(?<![\w-])\d+(\.\d+)?', 'N', last)] += now - prev
                 prev = now
                 time.sleep(0.25)
             return None, last
