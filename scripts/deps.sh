@@ -2,10 +2,11 @@
 # Installs what hapg needs to build, test and demo on Debian 12 (as root).
 # Sourced by scripts/demo.sh and scripts/test.sh; runs apt-get only when a
 # package is missing.  kubectl is not in Debian 12: it is optional (checked,
-# never installed).
+# never installed).  iptables: the fault campaign (bench/chaos.py) partitions
+# members with it.
 HAPG_DEBS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
            pkg-config make gcc python3 python3-psycopg2 python3-pytest patroni openssl
-           procps python3-yaml iproute2)
+           procps python3-yaml iproute2 iptables)
 
 hapg_install_deps() {
     if [ "$(id -u)" != 0 ]; then
