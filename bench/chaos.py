@@ -59,7 +59,8 @@ lost     acknowledged writes missing from the leader once recovered;
          asynchronous replication, so their losses are reported with the
          WAL they spanned beside hapg.maximum_lag_on_failover
 recovery three members, one leader writable (a client write acknowledged
-         after the fault ended), two replicas streaming from it, within
+         after the fault ended), two replicas streaming from it on its
+         timeline, each within 1 MB of its position, within
          --recovery-bound seconds of the end of the fault; the time is reported
 crash    PANIC, TRAP (assertion), a server process terminated by signal
          4/6/7/8/11, or a Python traceback (the launcher) in a member log = 0
@@ -567,9 +568,16 @@ class Campaign:
             behind = [o for o in others if streaming[o] is None or streaming[o] > MAX_LAG]
             if behind:
                 return '%s more than %d bytes behind %s' % (', '.join(behind), MAX_LAG, h)
+            tl = c.scalar(h, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
+                             "::bit(32)::int", timeout=2)
             for o in others:
-                if c.in_recovery(o) is not True:
+                row = c.sql1(o, "SELECT pg_is_in_recovery() AS r, (SELECT received_tli FROM "
+                                "pg_stat_wal_receiver WHERE status = 'streaming') AS tli", timeout=2)
+                if row['r'] is not True:
                     return '%s is not in recovery' % o
+                # a standby on a diverged timeline can look streaming for a moment
+                if row['tli'] != tl:
+                    return '%s receives timeline %s, the leader %s is on %s' % (o, row['tli'], h, tl)
         except Exception as e:  # noqa: BLE001
             return 'SQL: %s' % (str(e).strip().splitlines() or [repr(e)])[0]
         if self.rec.last_ack.get((self.gen, h), 0) <= since:
