@@ -190,15 +190,21 @@ Discovery (enough for kubectl)
 Admin API (/_double/..., no bearer token unless --admin-token is given)
     GET  /_double/healthz                    -> ok
     GET  /_double/faults                     -> {"faults":[...]}
-    POST /_double/faults {"user":"pg-0"|"*", "mode":"error|hang|drop|garbage|huge",
+    POST /_double/faults {"user":"pg-0"|"*",
+         "mode":"error|hang|drop|garbage|huge|truncate|slow",
          "status":503, "retry_after":N, "bytes":N (huge, default 64 MiB),
+         "delay":S (slow, default 2 s),
          "verbs":["get","list","watch","create","update","patch","delete"],
          "resources":["leases"], "count":N}   -> 201 {"id":..}
          error: answer with that status as a Status object; hang: hold the
          request until the fault is cleared, the port closes, the client goes
          away or 600 s pass, then close the connection without an answer (the
          request is never executed); drop: close without an answer; garbage:
-         200 with a non-JSON body; huge: 200 with a ~64 MiB streamed JSON list.
+         200 with a non-JSON body; huge: 200 with a ~64 MiB streamed JSON list;
+         truncate: the request is executed, then the answer is cut off half-way
+         (the full Content-Length is announced, the connection closed; a watch
+         gets half an event); slow: the request waits `delay` seconds (less if
+         the fault is cleared or the client goes away), then is served as usual.
          verbs/resources narrow the fault, count limits it to the next N
          requests.  Open watches of that user are ended when a fault matches.
     DELETE /_double/faults[?user=pg-0]       -> {"removed":N}
@@ -2103,7 +2109,7 @@ class Auth:
 class Faults:
     """Injected faults per user; a Condition wakes hung requests when faults change."""
 
-    MODES = ('error', 'hang', 'drop', 'garbage', 'huge')
+    MODES = ('error', 'hang', 'drop', 'garbage', 'huge', 'truncate', 'slow')
 
     def __init__(self):
         self.cond = threading.Condition()
@@ -2119,7 +2125,8 @@ class Faults:
         f = {'id': None, 'user': str(spec.get('user', '*')), 'mode': mode,
              'status': int(spec.get('status', 503)), 'verbs': spec.get('verbs'),
              'resources': spec.get('resources'), 'count': spec.get('count'),
-             'retry_after': spec.get('retry_after'), 'bytes': int(spec.get('bytes', 64 << 20))}
+             'retry_after': spec.get('retry_after'), 'bytes': int(spec.get('bytes', 64 << 20)),
+             'delay': float(spec.get('delay', 2.0))}
         if f['count'] is not None:
             f['count'] = int(f['count'])
         with self.cond:
@@ -2554,9 +2561,14 @@ class Handler(BaseHTTPRequestHandler):
             if rt.res is not None:
                 self.app.stats.count(self.user, rt.verb, resname)
             fault = self.app.faults.match(self.user, rt.verb, resname)
-            if fault:
+            if fault and fault['mode'] == 'slow':
+                self.wait_while_active(fault, fault['delay'])
+                fault = None
+            if fault and fault['mode'] != 'truncate':
                 return self.apply_fault(fault)
             self.app.check_access(self, rt)
+            if fault:
+                return self.send_truncated(rt, body)
             if rt.res is None:
                 if isinstance(rt.payload, str):
                     return self.send_bytes(200, rt.payload.encode(), 'text/plain; charset=utf-8')
@@ -2633,6 +2645,40 @@ class Handler(BaseHTTPRequestHandler):
                 faults.cond.wait(0.5)
             if self.client_gone():
                 break
+        raise CloseConnection()
+
+    def wait_while_active(self, f, seconds):
+        # a slow answer: wait until the fault is cleared, the client goes or time is up
+        deadline = time.monotonic() + max(0.0, seconds)
+        faults = self.app.faults
+        while not self.app.stopping and not self.listener.closed:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.client_gone():
+                return
+            with faults.cond:
+                if f['count'] is None and not faults.active(f['id']):
+                    return
+                faults.cond.wait(min(0.2, left))
+
+    def send_truncated(self, rt, body):
+        # execute the request, then send only the first half of its answer and close
+        self.close_connection = True
+        if rt.verb == 'watch':
+            self.start_chunked()
+            self.chunk(b'{"type":"MODIFIED","object":{"kind":"' + rt.res.kind.encode()[:3])
+            raise CloseConnection()
+        if rt.res is None:
+            code, data = 200, jdump(rt.payload).encode()
+        else:
+            code, obj = self.app.execute(rt, body, self.headers, self.query, self.ident)
+            data = jdump(obj).encode()
+        self.code = code
+        self.send_response(code)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[:len(data) // 2])
+        self.wfile.flush()
         raise CloseConnection()
 
     def send_huge(self, size):

@@ -6,11 +6,12 @@
 # is built with the control plane of the real-server tests (Go at
 # /usr/local/go, the Go module proxy; scripts/kube-control-plane.sh, cached
 # in /var/cache/hapg-kube) and linked into /usr/local/bin.
+# iptables: the fault campaign (bench/chaos.py) partitions members with it.
 # libkrb5-dev: PostgreSQL's libpq/libpq-be.h (the client connection, src/commitguard.c) includes gssapi.h
 HAPG_DEBS=(postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev libjson-c-dev
            pkg-config make gcc python3 python3-psycopg2 python3-pytest patroni openssl
            procps python3-yaml iproute2 libkrb5-dev libmicrohttpd-dev haproxy prometheus
-           clang libclang-rt-14-dev curl)
+           clang libclang-rt-14-dev curl iptables)
 # The end-to-end tier (scripts/e2e.sh): Debian's Docker (the image build and the
 # cluster's node containers) and debootstrap (the image's base, no registry needed).
 HAPG_E2E_DEBS=(docker.io debootstrap)

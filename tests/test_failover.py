@@ -400,6 +400,22 @@ def test_leader_cut_off_by_closed_port_fences_before_the_lease_expires(cl, healt
                     'its API port closed')
 
 
+def test_leader_answered_with_garbage_fences_before_the_lease_expires(cl, healthy_start):
+    """Every Lease write of the leader is answered 200 with a body that is
+    not the Lease (a proxy's error page; the double never executes the
+    request): that proves no renewal, so the leader fences by its deadline
+    as if cut off.  A garbage 200 used to count as a renewal, and the old
+    leader kept accepting writes after a replica had taken the Lease
+    (found by bench/chaos.py, fault kind api-garbage)."""
+    c = cl
+    old = healthy_start
+    _leader_cut_off(c, old,
+                    lambda: c.double.add_fault(user=old, mode='garbage', verbs=['update'],
+                                               resources=['leases']),
+                    lambda: c.double.clear_faults(old),
+                    'garbage answers to its Lease writes')
+
+
 # ------------------------------------------------------------------ the whole API down
 
 def test_whole_api_down_nobody_promotes_and_the_leader_fences(cl, healthy_start):

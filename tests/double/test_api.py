@@ -5,6 +5,7 @@ import http.client
 import json
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -483,6 +484,34 @@ def test_fault_drop_garbage_huge(double):
         total += len(b)
     conn.close()
     assert total >= 64 << 20
+
+
+def test_fault_truncate_and_slow(double):
+    """truncate: the request is executed and half its answer sent under the
+    full Content-Length; slow: served after the delay, or at once when the
+    fault is cleared."""
+    double.admin('POST', '/_double/faults', {'user': 'pg-0', 'mode': 'truncate', 'count': 1})
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        double.call('POST', LEASES, lease('cut'), token='tok-0')
+    code, _, out = double.call('GET', LEASES + '/cut', token='tok-0')
+    assert code == 200 and out['metadata']['name'] == 'cut'      # it was executed
+    double.admin('POST', '/_double/faults', {'user': 'pg-0', 'mode': 'slow', 'delay': 1.0})
+    t0 = time.monotonic()
+    assert double.call('GET', LEASES + '/cut', token='tok-0', timeout=5)[0] == 200
+    assert 0.9 <= time.monotonic() - t0 < 3
+    t0 = time.monotonic()
+    assert double.call('GET', LEASES + '/cut', token='tok-1', timeout=5)[0] == 200
+    assert time.monotonic() - t0 < 0.5                            # another user is not slowed
+    double.admin('POST', '/_double/faults', {'user': 'pg-0', 'mode': 'slow', 'delay': 30})
+    res = {}
+    th = threading.Thread(target=lambda: res.update(r=double.call('GET', LEASES + '/cut', token='tok-0',
+                                                                  timeout=20)))
+    t0 = time.monotonic()
+    th.start()
+    time.sleep(0.5)
+    double.admin('DELETE', '/_double/faults')
+    th.join(10)
+    assert res['r'][0] == 200 and time.monotonic() - t0 < 3
 
 
 def test_fault_ends_open_watch(double):
