@@ -78,7 +78,6 @@ typedef struct HapgConfig
 
 extern void hapg_define_settings(void);
 extern bool hapg_load_config(HapgConfig *cfg, bool first);
-extern void hapg_kube_configure(int retry_timeout_s);
 extern bool hapg_settings_ready(char *why, int whylen);
 extern const char *hapg_effective_member(void);
 extern const char *hapg_effective_namespace(void);
@@ -190,7 +189,9 @@ extern char *hapg_leader_conninfo(const char *connect_address);
 extern bool hapg_write_standby_signal(void);
 
 /* Clean hand-over when the leader stops on purpose (handover.c). */
-extern bool hapg_start_handover(const char *target, const char *reason, int wait_ms,
+struct KubeClient;				/* kube.h */
+extern bool hapg_start_handover(struct KubeClient *kc, const char *target,
+								const char *reason, int wait_ms,
 								const char *last_renew_time);
 
 /* Start-up guard (guard.c). */

@@ -51,6 +51,7 @@ typedef struct HapgWorker
 	/* what this member knows of the cluster (view.c) */
 	HapgLeaseCache lease;
 	HapgPodCache pods;
+	KubeClient	kube;			/* the API client (kube.c); watches point into it */
 	KubeWatch  *lease_watch;
 	KubeWatch  *pod_watch;
 	int64		lease_watch_retry_ms;
