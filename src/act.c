@@ -312,7 +312,7 @@ hapg_follow_leader(HapgWorker *w)
 	if (conninfo == NULL)
 		return;
 	my_slot(w, slot, sizeof(slot));
-	if (hapg_follow(conninfo, slot))
+	if (hapg_follow(&w->follow, conninfo, slot))
 	{
 		ereport(LOG, (errmsg("hapg: following leader \"%s\" (%s)",
 							 w->lease.info.view.holder, conninfo)));
@@ -367,8 +367,8 @@ hapg_keep_slots(HapgWorker *w, bool leader)
 	names = palloc(sizeof(*names) * HAPG_MAX_MEMBERS);
 	for (i = 0; i < w->pods.n; i++)
 		strlcpy(names[i], w->pods.pods[i].name, HAPG_NAME_LEN);
-	hapg_sync_slots((const char (*)[HAPG_NAME_LEN]) names, w->pods.n, w->cfg.member,
-					leader, 30000L * w->cfg.ttl);
+	hapg_sync_slots(&w->follow, (const char (*)[HAPG_NAME_LEN]) names, w->pods.n,
+					w->cfg.member, leader, 30000L * w->cfg.ttl);
 }
 
 /*
@@ -384,7 +384,7 @@ come_back_as_standby_of(HapgWorker *w, const char *target)
 	if (p && p->connect_address[0])
 	{
 		my_slot(w, slot, sizeof(slot));
-		(void) hapg_follow(hapg_leader_conninfo(p->connect_address), slot);
+		(void) hapg_follow(&w->follow, hapg_leader_conninfo(p->connect_address), slot);
 	}
 	if (!hapg_write_standby_signal())
 		ereport(LOG, (errmsg("hapg: could not create \"%s\": %m", STANDBY_SIGNAL_FILE)));

@@ -88,6 +88,7 @@ typedef struct HapgWorker
 	char		switchover_wait_why[HAPG_MSG_LEN];	/* last logged reason to wait */
 	int64		not_streaming_since_ms;
 	int64		recovery_poked_ms;	/* last time the startup process was woken */
+	HapgFollowMemory follow;	/* what follow.c wrote and saw (slots) */
 
 	/* my Pod as I last published it (kwrite.c) */
 	char		published_key[512];
