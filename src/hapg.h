@@ -196,7 +196,8 @@ extern void hapg_fence(const char *reason, const char *source, bool immediate);
 extern void hapg_write_rejoin(const char *source, const char *reason);
 extern void hapg_mark_joined(const char *cluster);
 extern void hapg_slot_name(const char *member, char *buf, int buflen);
-extern bool hapg_follow(HapgFollowMemory *fm, const char *conninfo, const char *slot);
+extern bool hapg_follow(HapgFollowMemory *fm, const char *conninfo,
+						const char *slot);
 extern void hapg_retry_streaming(void);
 extern void hapg_sync_slots(HapgFollowMemory *fm, const char (*members)[HAPG_NAME_LEN],
 							int n, const char *me, bool leader, int64 gone_ms);
