@@ -141,10 +141,10 @@ hapg_fence_overdue(HapgWorker *w)
 	(void) hapg_act_fence(w, &in, &d);
 	if (in.datadir_ok)
 	{
-		kube_watch_pump();
+		kube_watch_pump(&w->kube);
 		if (hapg_holder_conninfo(w) == NULL)
 		{
-			kube_set_deadline(0);
+			kube_set_deadline(&w->kube, 0);
 			(void) hapg_read_lease(w);
 		}
 		source = hapg_holder_conninfo(w);
@@ -312,7 +312,7 @@ hapg_follow_leader(HapgWorker *w)
 	if (conninfo == NULL)
 		return;
 	my_slot(w, slot, sizeof(slot));
-	if (hapg_follow(conninfo, slot))
+	if (hapg_follow(&w->follow, conninfo, slot))
 	{
 		ereport(LOG, (errmsg("hapg: following leader \"%s\" (%s)",
 							 w->lease.info.view.holder, conninfo)));
@@ -367,8 +367,8 @@ hapg_keep_slots(HapgWorker *w, bool leader)
 	names = palloc(sizeof(*names) * HAPG_MAX_MEMBERS);
 	for (i = 0; i < w->pods.n; i++)
 		strlcpy(names[i], w->pods.pods[i].name, HAPG_NAME_LEN);
-	hapg_sync_slots((const char (*)[HAPG_NAME_LEN]) names, w->pods.n, w->cfg.member,
-					leader, 30000L * w->cfg.ttl);
+	hapg_sync_slots(&w->follow, (const char (*)[HAPG_NAME_LEN]) names, w->pods.n,
+					w->cfg.member, leader, 30000L * w->cfg.ttl);
 }
 
 /*
@@ -384,7 +384,7 @@ come_back_as_standby_of(HapgWorker *w, const char *target)
 	if (p && p->connect_address[0])
 	{
 		my_slot(w, slot, sizeof(slot));
-		(void) hapg_follow(hapg_leader_conninfo(p->connect_address), slot);
+		(void) hapg_follow(&w->follow, hapg_leader_conninfo(p->connect_address), slot);
 	}
 	if (!hapg_write_standby_signal())
 		ereport(LOG, (errmsg("hapg: could not create \"%s\": %m", STANDBY_SIGNAL_FILE)));
@@ -403,7 +403,8 @@ hand_over(HapgWorker *w, const char *target, const char *reason)
 	ereport(LOG,
 			(errmsg("hapg: %s: handing the Lease over to \"%s\"; stopping this server to come back as its standby",
 					reason, target)));
-	(void) hapg_start_handover(target, reason, HANDOVER_WAIT_MS, w->last_renew_time);
+	(void) hapg_start_handover(&w->kube, target, reason, HANDOVER_WAIT_MS,
+							   w->last_renew_time);
 	w->handing_over = true;
 	w->fenced = true;
 	hapg_publish_writable(w, false);
@@ -492,7 +493,7 @@ hapg_on_shutdown_request(HapgWorker *w)
 	ereport(LOG, (errmsg("hapg: shutting down: the Lease goes to \"%s\" once this server has stopped",
 						 best->name)));
 	come_back_as_standby_of(w, best->name);
-	(void) hapg_start_handover(best->name, "the leader was shut down", HANDOVER_WAIT_MS,
+	(void) hapg_start_handover(&w->kube, best->name, "the leader was shut down", HANDOVER_WAIT_MS,
 							   w->last_renew_time);
 }
 

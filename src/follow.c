@@ -240,10 +240,8 @@ hapg_slot_name(const char *member, char *buf, int buflen)
  * the server (PostgreSQL 13 and later).  Returns true if it changed anything.
  */
 bool
-hapg_follow(const char *conninfo, const char *slot)
+hapg_follow(HapgFollowMemory *fm, const char *conninfo, const char *slot)
 {
-	static char last_conninfo[2048];
-	static char last_slot[NAMEDATALEN];
 	const char *names[2] = {"primary_conninfo", "primary_slot_name"};
 	const char *values[2];
 
@@ -251,7 +249,8 @@ hapg_follow(const char *conninfo, const char *slot)
 		strcmp(PrimarySlotName ? PrimarySlotName : "", slot ? slot : "") == 0)
 		return false;
 	/* written already; our own reload is on its way */
-	if (strcmp(last_conninfo, conninfo) == 0 && strcmp(last_slot, slot ? slot : "") == 0)
+	if (strcmp(fm->last_conninfo, conninfo) == 0 &&
+		strcmp(fm->last_slot, slot ? slot : "") == 0)
 		return false;
 	values[0] = conninfo;
 	values[1] = slot && slot[0] ? slot : NULL;
@@ -260,8 +259,8 @@ hapg_follow(const char *conninfo, const char *slot)
 		ereport(LOG, (errmsg("hapg: could not update %s: %m", AUTO_CONF)));
 		return false;
 	}
-	strlcpy(last_conninfo, conninfo, sizeof(last_conninfo));
-	strlcpy(last_slot, slot ? slot : "", sizeof(last_slot));
+	strlcpy(fm->last_conninfo, conninfo, sizeof(fm->last_conninfo));
+	strlcpy(fm->last_slot, slot ? slot : "", sizeof(fm->last_slot));
 	if (kill(PostmasterPid, SIGHUP) != 0)
 		ereport(LOG, (errmsg("hapg: could not signal the postmaster: %m")));
 	return true;
@@ -363,15 +362,10 @@ drop_slot(const char *name, const char *why)
  * standby keeps none of hapg's slots: they would only pin WAL.
  */
 void
-hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n, const char *me,
-				bool leader, int64 gone_ms)
+hapg_sync_slots(HapgFollowMemory *fm, const char (*members)[HAPG_NAME_LEN], int n,
+				const char *me, bool leader, int64 gone_ms)
 {
-	static struct
-	{
-		char		name[NAMEDATALEN];
-		int64		missing_since;
-	}			seen[HAPG_MAX_MEMBERS * 2];
-	static int	nseen = 0;
+	HapgSlotSeen *seen = fm->seen;
 	char		want[HAPG_MAX_MEMBERS][NAMEDATALEN];
 	int			nwant = 0;
 	char		existing[HAPG_MAX_MEMBERS * 2][NAMEDATALEN];
@@ -415,7 +409,7 @@ hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n, const char *me,
 		for (j = 0; j < nwant; j++)
 			if (strcmp(existing[i], want[j]) == 0)
 				wanted = true;
-		for (j = 0; j < nseen; j++)
+		for (j = 0; j < fm->nseen; j++)
 			if (strcmp(seen[j].name, existing[i]) == 0)
 				k = j;
 		if (wanted)
@@ -431,9 +425,9 @@ hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n, const char *me,
 			drop_slot(existing[i], "this member is a standby");
 			continue;
 		}
-		if (k < 0 && nseen < (int) lengthof(seen))
+		if (k < 0 && fm->nseen < (int) lengthof(fm->seen))
 		{
-			k = nseen++;
+			k = fm->nseen++;
 			strlcpy(seen[k].name, existing[i], NAMEDATALEN);
 			seen[k].missing_since = 0;
 		}
@@ -444,7 +438,7 @@ hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n, const char *me,
 		else if (now - seen[k].missing_since >= gone_ms)
 		{
 			drop_slot(existing[i], "its member's Pod is gone");
-			seen[k] = seen[--nseen];
+			seen[k] = seen[--fm->nseen];
 		}
 	}
 }

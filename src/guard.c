@@ -32,7 +32,7 @@
 
 /* In the child: decide, and put "verdict|holder|source|message" in out. */
 static void
-guard_check(char *out, int outlen)
+guard_check(KubeClient *kc, char *out, int outlen)
 {
 	KubeResponse r;
 	json_object *obj;
@@ -43,9 +43,7 @@ guard_check(char *out, int outlen)
 	const char *ns = hapg_effective_namespace();
 	char	   *source = NULL;
 
-	kube_global_init();
-	hapg_kube_configure(hapg_retry_timeout);
-	if (!kube_request("GET", hapg_lease_path(ns, hapg_cluster_name), NULL, NULL, &r))
+	if (!kube_request(kc, "GET", hapg_lease_path(ns, hapg_cluster_name), NULL, NULL, &r))
 	{
 		snprintf(out, outlen, "standby|||cannot read the Lease: %s", r.error);
 		return;
@@ -78,7 +76,7 @@ guard_check(char *out, int outlen)
 		return;
 	}
 	kube_response_free(&r);
-	if (kube_request("GET", hapg_pod_path(ns, li.view.holder), NULL, NULL, &r) && r.status == 200 &&
+	if (kube_request(kc, "GET", hapg_pod_path(ns, li.view.holder), NULL, NULL, &r) && r.status == 200 &&
 		hapg_parse_json(r.body, r.len, &obj, err, sizeof(err)) &&
 		hapg_parse_pod(obj, hapg_role_label, &pod, err, sizeof(err)) &&
 		pod.connect_address[0])
@@ -110,10 +108,15 @@ run_child(char *verdict, int len)
 	if (pid == 0)
 	{
 		char		buf[VERDICT_LEN];
+		KubeClient	kc;			/* this child's own client */
 		ssize_t		unused;
 
 		close(fds[0]);
-		guard_check(buf, sizeof(buf));
+		kube_global_init();
+		kube_client_init(&kc);
+		hapg_kube_configure(&kc, hapg_retry_timeout);
+		guard_check(&kc, buf, sizeof(buf));
+		kube_client_close(&kc);
 		unused = write(fds[1], buf, strlen(buf));
 		(void) unused;
 		_exit(0);

@@ -132,7 +132,7 @@ read_control(ControlFileData *cf)
  * the version read, so a server restarted meanwhile keeps its Lease.
  */
 static bool
-release_lease(const char *target, uint64 lsn, const char *reason,
+release_lease(KubeClient *kc, const char *target, uint64 lsn, const char *reason,
 			  const char *last_renew_time)
 {
 	const char *me = hapg_effective_member();
@@ -151,7 +151,7 @@ release_lease(const char *target, uint64 lsn, const char *reason,
 		long		status;
 		const char *why;
 
-		if (!kube_request("GET", path, NULL, NULL, &r) || r.status != 200)
+		if (!kube_request(kc, "GET", path, NULL, NULL, &r) || r.status != 200)
 		{
 			child_log("could not read the Lease: %s", r.error);
 			kube_response_free(&r);
@@ -186,7 +186,7 @@ release_lease(const char *target, uint64 lsn, const char *reason,
 		free(handover);
 		if (body == NULL)
 			return false;
-		if (!kube_request("PUT", path, "application/json", body, &r))
+		if (!kube_request(kc, "PUT", path, "application/json", body, &r))
 		{
 			child_log("could not release the Lease: %s", r.error);
 			free(body);
@@ -210,8 +210,8 @@ release_lease(const char *target, uint64 lsn, const char *reason,
 
 /* The child's whole life: wait, check, release, exit. */
 static void
-handover_child(const char *target, const char *reason, int wait_ms,
-			   const char *last_renew_time)
+handover_child(KubeClient *kc, const char *target, const char *reason,
+			   int wait_ms, const char *last_renew_time)
 {
 	ControlFileData cf;
 	uint64		end;
@@ -235,7 +235,7 @@ handover_child(const char *target, const char *reason, int wait_ms,
 							  cf.xlog_blcksz, cf.xlog_seg_size,
 							  SizeOfXLogShortPHD, SizeOfXLogLongPHD);
 	hapg_format_lsn(end, lsn, sizeof(lsn));
-	if (release_lease(target, end, reason, last_renew_time))
+	if (release_lease(kc, target, end, reason, last_renew_time))
 		child_log("released the Lease to \"%s\", who takes it once it has WAL up to %s on timeline %u (%s)",
 				  target, lsn, cf.checkPointCopy.ThisTimeLineID, reason);
 }
@@ -245,8 +245,8 @@ handover_child(const char *target, const char *reason, int wait_ms,
  * started; the caller then stops the server anyway and the Lease runs out.
  */
 bool
-hapg_start_handover(const char *target, const char *reason, int wait_ms,
-					const char *last_renew_time)
+hapg_start_handover(KubeClient *kc, const char *target, const char *reason,
+					int wait_ms, const char *last_renew_time)
 {
 	char		t[HAPG_NAME_LEN];
 	char		why[HAPG_MSG_LEN];
@@ -282,7 +282,7 @@ hapg_start_handover(const char *target, const char *reason, int wait_ms,
 	PGSharedMemoryDetach();
 	MyProc = NULL;
 	log_min_messages = PANIC;
-	kube_forget_connections();
-	handover_child(t, why, wait_ms, renewed);
+	kube_forget_connections(kc);
+	handover_child(kc, t, why, wait_ms, renewed);
 	_exit(0);
 }

@@ -78,7 +78,6 @@ typedef struct HapgConfig
 
 extern void hapg_define_settings(void);
 extern bool hapg_load_config(HapgConfig *cfg, bool first);
-extern void hapg_kube_configure(int retry_timeout_s);
 extern bool hapg_settings_ready(char *why, int whylen);
 extern const char *hapg_effective_member(void);
 extern const char *hapg_effective_namespace(void);
@@ -176,21 +175,39 @@ extern void hapg_ask_worker(HapgRequestKind kind, const char *candidate,
 extern void hapg_nap(long ms);
 
 /* Local server actions (follow.c). */
+/* What follow.c remembers between calls; the worker keeps it in HapgWorker. */
+typedef struct HapgSlotSeen
+{
+	char		name[NAMEDATALEN];	/* one of hapg's slots */
+	int64		missing_since;	/* its member's Pod gone since then; 0: present */
+} HapgSlotSeen;
+
+typedef struct HapgFollowMemory
+{
+	char		last_conninfo[2048];	/* what hapg_follow last wrote */
+	char		last_slot[NAMEDATALEN];
+	HapgSlotSeen seen[HAPG_MAX_MEMBERS * 2];
+	int			nseen;
+} HapgFollowMemory;
+
 extern bool hapg_datadir_ok(void);
 extern bool hapg_request_promotion(char *err, int errlen);
 extern void hapg_fence(const char *reason, const char *source, bool immediate);
 extern void hapg_write_rejoin(const char *source, const char *reason);
 extern void hapg_mark_joined(const char *cluster);
 extern void hapg_slot_name(const char *member, char *buf, int buflen);
-extern bool hapg_follow(const char *conninfo, const char *slot);
+extern bool hapg_follow(HapgFollowMemory *fm, const char *conninfo,
+						const char *slot);
 extern void hapg_retry_streaming(void);
-extern void hapg_sync_slots(const char (*members)[HAPG_NAME_LEN], int n,
-							const char *me, bool leader, int64 gone_ms);
+extern void hapg_sync_slots(HapgFollowMemory *fm, const char (*members)[HAPG_NAME_LEN],
+							int n, const char *me, bool leader, int64 gone_ms);
 extern char *hapg_leader_conninfo(const char *connect_address);
 extern bool hapg_write_standby_signal(void);
 
 /* Clean hand-over when the leader stops on purpose (handover.c). */
-extern bool hapg_start_handover(const char *target, const char *reason, int wait_ms,
+struct KubeClient;				/* kube.h */
+extern bool hapg_start_handover(struct KubeClient *kc, const char *target,
+								const char *reason, int wait_ms,
 								const char *last_renew_time);
 
 /* Start-up guard (guard.c). */

@@ -2,8 +2,9 @@
  * kube.c
  *		The Kubernetes API client.
  *
- * One libcurl easy handle serves every plain request, so the TCP and TLS
- * connection is kept alive between requests.  Watches each get their own
+ * All state lives in a KubeClient (kube.h) that the caller owns.  One
+ * libcurl easy handle per client serves every plain request, so the TCP and
+ * TLS connection is kept alive between requests.  Watches each get their own
  * easy handle on one multi handle, pumped without blocking by the worker's
  * wait loop.  Every plain request carries a total deadline derived from
  * hapg.retry_timeout, so a hung API server cannot stall the loop.
@@ -16,9 +17,7 @@
 #include "http.h"
 #include "watchframe.h"
 
-#include <sys/stat.h>
 #include <sys/select.h>
-#include <curl/curl.h>
 
 #include "miscadmin.h"
 #include "postmaster/interrupt.h"
@@ -26,7 +25,6 @@
 #include "utils/memutils.h"
 
 #define TOKEN_REREAD_MS (60 * 1000)
-#define MAX_WATCHES 4
 
 typedef struct Buffer
 {
@@ -48,35 +46,41 @@ struct KubeWatch
 	char		error[HAPG_MSG_LEN];
 	long		status;
 	bool		started;		/* opened at least once: a new start is a reconnect */
+	KubeClient *client;			/* whose connection settings and multi handle */
 };
 
-static CURL *req_easy;
-static CURLM *watch_multi;
-static char base_url[1024];
-static char token_path[MAXPGPATH];
-static char ca_path[MAXPGPATH];
-static int	req_timeout_ms = 5000;
-static int64 req_deadline_ms = 0;	/* monotonic; 0 = none */
-
-static char token[8192];
-static bool token_loaded;
-static struct stat token_stat;
-static int64 token_read_ms;
-
-static KubeWatch *watches[MAX_WATCHES];
-static int	nwatches;
-
-/* libcurl must be initialised once per process before any handle exists. */
+/*
+ * libcurl must be initialised before any handle exists; it counts repeated
+ * calls itself, so every process may call this once more without harm.
+ */
 void
 kube_global_init(void)
 {
-	static bool done = false;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
-	if (!done)
-	{
-		curl_global_init(CURL_GLOBAL_DEFAULT);
-		done = true;
-	}
+/* A client with no connection, no token read yet and no watches. */
+void
+kube_client_init(KubeClient *kc)
+{
+	memset(kc, 0, sizeof(*kc));
+	kc->req_timeout_ms = 5000;
+}
+
+/*
+ * Close what a short-lived owner opened; its watches must have been
+ * stopped (only the worker has any, and it keeps them to the end).
+ */
+void
+kube_client_close(KubeClient *kc)
+{
+	if (kc->req_easy)
+		curl_easy_cleanup(kc->req_easy);
+	if (kc->watch_multi)
+		curl_multi_cleanup(kc->watch_multi);
+	kc->req_easy = NULL;
+	kc->watch_multi = NULL;
+	kc->nwatches = 0;
 }
 
 /*
@@ -85,37 +89,37 @@ kube_global_init(void)
  * closing anything the parent still uses) so the next request opens anew.
  */
 void
-kube_forget_connections(void)
+kube_forget_connections(KubeClient *kc)
 {
-	req_easy = NULL;
-	watch_multi = NULL;
-	nwatches = 0;
+	kc->req_easy = NULL;
+	kc->watch_multi = NULL;
+	kc->nwatches = 0;
 }
 
 /* Called after every reload; a changed endpoint drops kept-alive connections. */
 void
-kube_configure(const char *url, const char *token_file, const char *ca_file,
-			   int timeout_ms)
+kube_configure(KubeClient *kc, const char *url, const char *token_file,
+			   const char *ca_file, int timeout_ms)
 {
 	size_t		len;
 
-	if (strcmp(base_url, url) != 0 || strcmp(ca_path, ca_file) != 0)
+	if (strcmp(kc->base_url, url) != 0 || strcmp(kc->ca_path, ca_file) != 0)
 	{
-		if (req_easy)
+		if (kc->req_easy)
 		{
-			curl_easy_cleanup(req_easy);
-			req_easy = NULL;
+			curl_easy_cleanup(kc->req_easy);
+			kc->req_easy = NULL;
 		}
 	}
-	strlcpy(base_url, url, sizeof(base_url));
-	len = strlen(base_url);
-	while (len > 0 && base_url[len - 1] == '/')
-		base_url[--len] = '\0';
-	if (strcmp(token_path, token_file) != 0)
-		token_loaded = false;
-	strlcpy(token_path, token_file, sizeof(token_path));
-	strlcpy(ca_path, ca_file, sizeof(ca_path));
-	req_timeout_ms = timeout_ms;
+	strlcpy(kc->base_url, url, sizeof(kc->base_url));
+	len = strlen(kc->base_url);
+	while (len > 0 && kc->base_url[len - 1] == '/')
+		kc->base_url[--len] = '\0';
+	if (strcmp(kc->token_path, token_file) != 0)
+		kc->token_loaded = false;
+	strlcpy(kc->token_path, token_file, sizeof(kc->token_path));
+	strlcpy(kc->ca_path, ca_file, sizeof(kc->ca_path));
+	kc->req_timeout_ms = timeout_ms;
 }
 
 /*
@@ -123,9 +127,9 @@ kube_configure(const char *url, const char *token_file, const char *ca_file,
  * their own timeout: 0 lifts the bound.
  */
 void
-kube_set_deadline(int64 deadline_ms)
+kube_set_deadline(KubeClient *kc, int64 deadline_ms)
 {
-	req_deadline_ms = deadline_ms;
+	kc->req_deadline_ms = deadline_ms;
 }
 
 /*
@@ -133,43 +137,43 @@ kube_set_deadline(int64 deadline_ms)
  * disk, at least every minute, and whenever the server said 401.
  */
 static const char *
-current_token(bool force)
+current_token(KubeClient *kc, bool force)
 {
 	struct stat st;
 	int64		now = hapg_mono_ms();
 	FILE	   *f;
 	size_t		n;
 
-	if (token_path[0] == '\0')
+	if (kc->token_path[0] == '\0')
 		return NULL;
-	if (stat(token_path, &st) != 0)
+	if (stat(kc->token_path, &st) != 0)
 	{
-		if (!token_loaded)
+		if (!kc->token_loaded)
 			return NULL;
-		return token;			/* keep using what we had; the file may come back */
+		return kc->token;			/* keep using what we had; the file may come back */
 	}
-	if (token_loaded && !force &&
-		st.st_mtime == token_stat.st_mtime && st.st_size == token_stat.st_size &&
-		st.st_ino == token_stat.st_ino &&
-		now - token_read_ms < TOKEN_REREAD_MS)
-		return token;
+	if (kc->token_loaded && !force &&
+		st.st_mtime == kc->token_stat.st_mtime && st.st_size == kc->token_stat.st_size &&
+		st.st_ino == kc->token_stat.st_ino &&
+		now - kc->token_read_ms < TOKEN_REREAD_MS)
+		return kc->token;
 
-	f = fopen(token_path, "r");
+	f = fopen(kc->token_path, "r");
 	if (f == NULL)
-		return token_loaded ? token : NULL;
-	n = fread(token, 1, sizeof(token) - 1, f);
+		return kc->token_loaded ? kc->token : NULL;
+	n = fread(kc->token, 1, sizeof(kc->token) - 1, f);
 	fclose(f);
-	while (n > 0 && (token[n - 1] == '\n' || token[n - 1] == '\r' ||
-					 token[n - 1] == ' '))
+	while (n > 0 && (kc->token[n - 1] == '\n' || kc->token[n - 1] == '\r' ||
+					 kc->token[n - 1] == ' '))
 		n--;
-	token[n] = '\0';
-	if (token_loaded && (st.st_ino != token_stat.st_ino ||
-						 st.st_mtime != token_stat.st_mtime))
-		elog(DEBUG1, "hapg: re-read token file \"%s\"", token_path);
-	token_stat = st;
-	token_read_ms = now;
-	token_loaded = true;
-	return token;
+	kc->token[n] = '\0';
+	if (kc->token_loaded && (st.st_ino != kc->token_stat.st_ino ||
+						 st.st_mtime != kc->token_stat.st_mtime))
+		elog(DEBUG1, "hapg: re-read token file \"%s\"", kc->token_path);
+	kc->token_stat = st;
+	kc->token_read_ms = now;
+	kc->token_loaded = true;
+	return kc->token;
 }
 
 /* Append to a capped buffer; returning 0 makes libcurl abort the transfer. */
@@ -217,10 +221,11 @@ progress_cb(void *clientp pg_attribute_unused(), curl_off_t dltotal pg_attribute
 
 /* Options shared by plain requests and watches. */
 static struct curl_slist *
-setup_common(CURL *easy, const char *url, Buffer *buf, bool force_token)
+setup_common(KubeClient *kc, CURL *easy, const char *url, Buffer *buf,
+			 bool force_token)
 {
 	struct curl_slist *headers = NULL;
-	const char *tok = current_token(force_token);
+	const char *tok = current_token(kc, force_token);
 
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -233,13 +238,13 @@ setup_common(CURL *easy, const char *url, Buffer *buf, bool force_token)
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (ca_path[0] != '\0')
-		curl_easy_setopt(easy, CURLOPT_CAINFO, ca_path);
+	if (kc->ca_path[0] != '\0')
+		curl_easy_setopt(easy, CURLOPT_CAINFO, kc->ca_path);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "hapg/" HAPG_VERSION);
 	headers = curl_slist_append(headers, "Accept: application/json");
 	if (tok && tok[0])
 	{
-		char		hdr[sizeof(token) + 32];
+		char		hdr[sizeof(kc->token) + 32];
 
 		snprintf(hdr, sizeof(hdr), "Authorization: Bearer %s", tok);
 		headers = curl_slist_append(headers, hdr);
@@ -249,7 +254,7 @@ setup_common(CURL *easy, const char *url, Buffer *buf, bool force_token)
 
 /* Describe a transport failure the way an operator wants to read it. */
 static void
-transport_error(KubeResponse *resp, CURLcode rc, Buffer *buf, const char *method,
+transport_error(KubeClient *kc, KubeResponse *resp, CURLcode rc, Buffer *buf, const char *method,
 				const char *path, const char *errbuf)
 {
 	if (buf->too_large)
@@ -258,7 +263,7 @@ transport_error(KubeResponse *resp, CURLcode rc, Buffer *buf, const char *method
 				 method, path, HAPG_MAX_RESPONSE);
 	else if (rc == CURLE_OPERATION_TIMEDOUT)
 		snprintf(resp->error, sizeof(resp->error),
-				 "%s %s: no answer in time (%d ms)", method, path, req_timeout_ms);
+				 "%s %s: no answer in time (%d ms)", method, path, kc->req_timeout_ms);
 	else
 		snprintf(resp->error, sizeof(resp->error), "%s %s: %s", method, path,
 				 errbuf[0] ? errbuf : curl_easy_strerror(rc));
@@ -266,19 +271,19 @@ transport_error(KubeResponse *resp, CURLcode rc, Buffer *buf, const char *method
 
 /* One request/response, with a 401 retried once after re-reading the token. */
 bool
-kube_request(const char *method, const char *path, const char *content_type,
+kube_request(KubeClient *kc, const char *method, const char *path, const char *content_type,
 			 const char *body, KubeResponse *resp)
 {
 	char		url[2048];
 	int			attempt;
 
 	memset(resp, 0, sizeof(*resp));
-	if (base_url[0] == '\0')
+	if (kc->base_url[0] == '\0')
 	{
 		snprintf(resp->error, sizeof(resp->error), "no Kubernetes API URL configured");
 		return false;
 	}
-	snprintf(url, sizeof(url), "%s%s", base_url, path);
+	snprintf(url, sizeof(url), "%s%s", kc->base_url, path);
 
 	for (attempt = 0; attempt < 2; attempt++)
 	{
@@ -287,29 +292,29 @@ kube_request(const char *method, const char *path, const char *content_type,
 		char		errbuf[CURL_ERROR_SIZE] = "";
 		CURLcode	rc;
 		int64		start = hapg_mono_ms();
-		long		timeout = req_timeout_ms;
+		long		timeout = kc->req_timeout_ms;
 
-		if (req_deadline_ms > 0)
+		if (kc->req_deadline_ms > 0)
 		{
-			if (req_deadline_ms - start < 20)
+			if (kc->req_deadline_ms - start < 20)
 			{
 				snprintf(resp->error, sizeof(resp->error),
 						 "%s %s: not sent, the fence deadline has passed", method, path);
 				return false;
 			}
-			timeout = Min(timeout, (long) (req_deadline_ms - start));
+			timeout = Min(timeout, (long) (kc->req_deadline_ms - start));
 		}
 
-		if (req_easy == NULL)
-			req_easy = curl_easy_init();
+		if (kc->req_easy == NULL)
+			kc->req_easy = curl_easy_init();
 		else
-			curl_easy_reset(req_easy);	/* keeps the connection cache */
-		if (req_easy == NULL)
+			curl_easy_reset(kc->req_easy);	/* keeps the connection cache */
+		if (kc->req_easy == NULL)
 		{
 			snprintf(resp->error, sizeof(resp->error), "could not initialise libcurl");
 			return false;
 		}
-		headers = setup_common(req_easy, url, &buf, attempt > 0);
+		headers = setup_common(kc, kc->req_easy, url, &buf, attempt > 0);
 		if (content_type)
 		{
 			char		hdr[128];
@@ -317,40 +322,40 @@ kube_request(const char *method, const char *path, const char *content_type,
 			snprintf(hdr, sizeof(hdr), "Content-Type: %s", content_type);
 			headers = curl_slist_append(headers, hdr);
 		}
-		curl_easy_setopt(req_easy, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(req_easy, CURLOPT_CUSTOMREQUEST, method);
+		curl_easy_setopt(kc->req_easy, CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(kc->req_easy, CURLOPT_CUSTOMREQUEST, method);
 		if (body)
 		{
-			curl_easy_setopt(req_easy, CURLOPT_POSTFIELDS, body);
-			curl_easy_setopt(req_easy, CURLOPT_POSTFIELDSIZE, (long) strlen(body));
+			curl_easy_setopt(kc->req_easy, CURLOPT_POSTFIELDS, body);
+			curl_easy_setopt(kc->req_easy, CURLOPT_POSTFIELDSIZE, (long) strlen(body));
 		}
 		else if (strcmp(method, "GET") == 0)
-			curl_easy_setopt(req_easy, CURLOPT_HTTPGET, 1L);
-		curl_easy_setopt(req_easy, CURLOPT_TIMEOUT_MS, timeout);
-		curl_easy_setopt(req_easy, CURLOPT_CONNECTTIMEOUT_MS, timeout);
-		curl_easy_setopt(req_easy, CURLOPT_ERRORBUFFER, errbuf);
+			curl_easy_setopt(kc->req_easy, CURLOPT_HTTPGET, 1L);
+		curl_easy_setopt(kc->req_easy, CURLOPT_TIMEOUT_MS, timeout);
+		curl_easy_setopt(kc->req_easy, CURLOPT_CONNECTTIMEOUT_MS, timeout);
+		curl_easy_setopt(kc->req_easy, CURLOPT_ERRORBUFFER, errbuf);
 
-		rc = curl_easy_perform(req_easy);
-		curl_easy_setopt(req_easy, CURLOPT_ERRORBUFFER, NULL);
+		rc = curl_easy_perform(kc->req_easy);
+		curl_easy_setopt(kc->req_easy, CURLOPT_ERRORBUFFER, NULL);
 		curl_slist_free_all(headers);
 		resp->seconds = (hapg_mono_ms() - start) / 1000.0;
 		if (rc == CURLE_OK)
-			curl_easy_getinfo(req_easy, CURLINFO_RESPONSE_CODE, &resp->status);
+			curl_easy_getinfo(kc->req_easy, CURLINFO_RESPONSE_CODE, &resp->status);
 		hapg_metrics_api_request(method, rc == CURLE_OK ? resp->status : 0, resp->seconds);
 
 		if (rc != CURLE_OK)
 		{
-			transport_error(resp, rc, &buf, method, path, errbuf);
+			transport_error(kc, resp, rc, &buf, method, path, errbuf);
 			free(buf.data);
 			/* a broken kept-alive connection must not poison the next call */
-			curl_easy_cleanup(req_easy);
-			req_easy = NULL;
+			curl_easy_cleanup(kc->req_easy);
+			kc->req_easy = NULL;
 			return false;
 		}
-		curl_easy_getinfo(req_easy, CURLINFO_RESPONSE_CODE, &resp->status);
+		curl_easy_getinfo(kc->req_easy, CURLINFO_RESPONSE_CODE, &resp->status);
 		resp->body = buf.data;
 		resp->len = buf.len;
-		if (resp->status == 401 && attempt == 0 && token_path[0] != '\0')
+		if (resp->status == 401 && attempt == 0 && kc->token_path[0] != '\0')
 		{
 			kube_response_free(resp);
 			continue;			/* the token may have rotated under us */
@@ -389,17 +394,18 @@ kube_escape(const char *s)
 
 /* A watch lives for the worker's lifetime; start/stop reuse it. */
 KubeWatch *
-kube_watch_create(const char *what, KubeEventFn fn, void *arg)
+kube_watch_create(KubeClient *kc, const char *what, KubeEventFn fn, void *arg)
 {
 	KubeWatch  *w;
 
-	if (nwatches >= MAX_WATCHES)
+	if (kc->nwatches >= KUBE_MAX_WATCHES)
 		elog(ERROR, "hapg: too many watches");
 	w = MemoryContextAllocZero(TopMemoryContext, sizeof(KubeWatch));
 	strlcpy(w->what, what, sizeof(w->what));
 	w->fn = fn;
 	w->arg = arg;
-	watches[nwatches++] = w;
+	w->client = kc;
+	kc->watches[kc->nwatches++] = w;
 	return w;
 }
 
@@ -410,27 +416,28 @@ kube_watch_create(const char *what, KubeEventFn fn, void *arg)
 bool
 kube_watch_start(KubeWatch *w, const char *path, int timeout_s)
 {
+	KubeClient *kc = w->client;
 	char		url[2048];
 
 	kube_watch_stop(w);
 	if (w->started)
 		hapg_metrics_event(HAPG_EV_WATCH_RECONNECT);
 	w->started = true;
-	if (watch_multi == NULL)
-		watch_multi = curl_multi_init();
+	if (kc->watch_multi == NULL)
+		kc->watch_multi = curl_multi_init();
 	w->easy = curl_easy_init();
-	if (watch_multi == NULL || w->easy == NULL)
+	if (kc->watch_multi == NULL || w->easy == NULL)
 	{
 		snprintf(w->error, sizeof(w->error), "could not initialise libcurl");
 		return false;
 	}
-	snprintf(url, sizeof(url), "%s%s", base_url, path);
-	w->headers = setup_common(w->easy, url, &w->buf, false);
+	snprintf(url, sizeof(url), "%s%s", kc->base_url, path);
+	w->headers = setup_common(kc, w->easy, url, &w->buf, false);
 	curl_easy_setopt(w->easy, CURLOPT_HTTPHEADER, w->headers);
 	curl_easy_setopt(w->easy, CURLOPT_TIMEOUT_MS, (long) (timeout_s + 10) * 1000L);
-	curl_easy_setopt(w->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) req_timeout_ms);
+	curl_easy_setopt(w->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) kc->req_timeout_ms);
 	curl_easy_setopt(w->easy, CURLOPT_PRIVATE, w);
-	curl_multi_add_handle(watch_multi, w->easy);
+	curl_multi_add_handle(kc->watch_multi, w->easy);
 	w->active = true;
 	w->error[0] = '\0';
 	w->status = 0;
@@ -440,9 +447,11 @@ kube_watch_start(KubeWatch *w, const char *path, int timeout_s)
 void
 kube_watch_stop(KubeWatch *w)
 {
+	KubeClient *kc = w->client;
+
 	if (w->easy)
 	{
-		curl_multi_remove_handle(watch_multi, w->easy);
+		curl_multi_remove_handle(kc->watch_multi, w->easy);
 		curl_easy_cleanup(w->easy);
 		w->easy = NULL;
 	}
@@ -502,7 +511,7 @@ drain_lines(KubeWatch *w)
 
 /* Move watch data along without blocking; returns events delivered. */
 int
-kube_watch_pump(void)
+kube_watch_pump(KubeClient *kc)
 {
 	int			running;
 	int			events = 0;
@@ -510,14 +519,14 @@ kube_watch_pump(void)
 	CURLMsg    *msg;
 	int			left;
 
-	if (watch_multi == NULL)
+	if (kc->watch_multi == NULL)
 		return 0;
-	curl_multi_perform(watch_multi, &running);
-	for (i = 0; i < nwatches; i++)
-		if (watches[i]->active)
-			events += drain_lines(watches[i]);
+	curl_multi_perform(kc->watch_multi, &running);
+	for (i = 0; i < kc->nwatches; i++)
+		if (kc->watches[i]->active)
+			events += drain_lines(kc->watches[i]);
 
-	while ((msg = curl_multi_info_read(watch_multi, &left)) != NULL)
+	while ((msg = curl_multi_info_read(kc->watch_multi, &left)) != NULL)
 	{
 		KubeWatch  *w = NULL;
 
@@ -545,7 +554,7 @@ kube_watch_pump(void)
 
 /* The sockets the watches wait on, for the worker's WaitEventSet. */
 int
-kube_watch_sockets(int *fds, int *events, int max)
+kube_watch_sockets(KubeClient *kc, int *fds, int *events, int max)
 {
 	fd_set		r,
 				wr,
@@ -554,12 +563,12 @@ kube_watch_sockets(int *fds, int *events, int max)
 	int			n = 0;
 	int			fd;
 
-	if (watch_multi == NULL)
+	if (kc->watch_multi == NULL)
 		return 0;
 	FD_ZERO(&r);
 	FD_ZERO(&wr);
 	FD_ZERO(&ex);
-	if (curl_multi_fdset(watch_multi, &r, &wr, &ex, &maxfd) != CURLM_OK)
+	if (curl_multi_fdset(kc->watch_multi, &r, &wr, &ex, &maxfd) != CURLM_OK)
 		return 0;
 	for (fd = 0; fd <= maxfd && n < max; fd++)
 	{
@@ -581,11 +590,11 @@ kube_watch_sockets(int *fds, int *events, int max)
 
 /* How soon libcurl wants to be called again for the watches; -1 = no wish. */
 long
-kube_watch_timeout_ms(void)
+kube_watch_timeout_ms(KubeClient *kc)
 {
 	long		t = -1;
 
-	if (watch_multi)
-		curl_multi_timeout(watch_multi, &t);
+	if (kc->watch_multi)
+		curl_multi_timeout(kc->watch_multi, &t);
 	return t;
 }

@@ -9,6 +9,11 @@
 #include "hapg.h"
 #include "kjson.h"
 
+#include <sys/stat.h>
+#include <curl/curl.h>
+
+#define KUBE_MAX_WATCHES 4
+
 typedef struct KubeResponse
 {
 	long		status;			/* HTTP status; 0 when no answer arrived */
@@ -21,15 +26,46 @@ typedef struct KubeResponse
 typedef struct KubeWatch KubeWatch;
 typedef void (*KubeEventFn) (void *arg, const char *type, json_object *obj);
 
+/*
+ * One API client: its settings, its kept-alive connection, its token and
+ * its watches.  Whoever talks to the API owns one (the worker in its
+ * HapgWorker, the start-up guard and the hand-over process their own) and
+ * must not move it once a watch was created on it.  Set up with
+ * kube_client_init; the fields are kube.c's alone.
+ */
+typedef struct KubeClient
+{
+	CURL	   *req_easy;		/* plain requests; keeps the connection */
+	CURLM	   *watch_multi;	/* all the watches' streams */
+	char		base_url[1024];
+	char		token_path[MAXPGPATH];
+	char		ca_path[MAXPGPATH];
+	int			req_timeout_ms;
+	int64		req_deadline_ms;	/* monotonic; 0 = none */
+
+	char		token[8192];
+	bool		token_loaded;
+	struct stat token_stat;
+	int64		token_read_ms;
+
+	KubeWatch  *watches[KUBE_MAX_WATCHES];
+	int			nwatches;
+} KubeClient;
+
 extern void kube_global_init(void);
-extern void kube_forget_connections(void);
-extern void kube_configure(const char *url, const char *token_file,
+extern void kube_client_init(KubeClient *kc);
+extern void kube_client_close(KubeClient *kc);
+extern void kube_forget_connections(KubeClient *kc);
+extern void kube_configure(KubeClient *kc, const char *url, const char *token_file,
 						   const char *ca_file, int timeout_ms);
-extern bool kube_request(const char *method, const char *path,
+extern bool kube_request(KubeClient *kc, const char *method, const char *path,
 						 const char *content_type, const char *body,
 						 KubeResponse *resp);
 extern void kube_response_free(KubeResponse *resp);
-extern void kube_set_deadline(int64 deadline_ms);
+extern void kube_set_deadline(KubeClient *kc, int64 deadline_ms);
+
+/* kube_configure from the hapg.* settings (settings.c) */
+extern void hapg_kube_configure(KubeClient *kc, int retry_timeout_s);
 extern char *kube_escape(const char *s);
 
 /* API paths, built in one place (kwrite.c); palloc'd. */
@@ -42,14 +78,15 @@ extern char *hapg_pods_path(const char *ns, const char *cluster);
 extern char *hapg_pods_watch_path(const char *ns, const char *cluster,
 								  int timeout_s, const char *rv);
 
-extern KubeWatch *kube_watch_create(const char *what, KubeEventFn fn, void *arg);
+extern KubeWatch *kube_watch_create(KubeClient *kc, const char *what,
+									KubeEventFn fn, void *arg);
 extern bool kube_watch_start(KubeWatch *w, const char *path, int timeout_s);
 extern void kube_watch_stop(KubeWatch *w);
 extern bool kube_watch_active(KubeWatch *w);
 extern const char *kube_watch_error(KubeWatch *w);
 extern void kube_watch_clear_error(KubeWatch *w);
-extern int	kube_watch_pump(void);
-extern int	kube_watch_sockets(int *fds, int *events, int max);
-extern long kube_watch_timeout_ms(void);
+extern int	kube_watch_pump(KubeClient *kc);
+extern int	kube_watch_sockets(KubeClient *kc, int *fds, int *events, int max);
+extern long kube_watch_timeout_ms(KubeClient *kc);
 
 #endif							/* HAPG_KUBE_H */

@@ -75,7 +75,7 @@ now_microtime(char *buf, int buflen)
 static bool
 patch_pod(HapgWorker *w, const char *name, const char *patch, KubeResponse *r)
 {
-	return kube_request("PATCH", hapg_pod_path(w->cfg.namespace, name),
+	return kube_request(&w->kube, "PATCH", hapg_pod_path(w->cfg.namespace, name),
 						"application/merge-patch+json", patch, r) && r->status == 200;
 }
 
@@ -151,10 +151,10 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 
 	*sent_ms = hapg_mono_ms();
 	if (d->action == HAPG_ACT_CREATE)
-		ok = kube_request("POST", hapg_leases_path(w->cfg.namespace),
+		ok = kube_request(&w->kube, "POST", hapg_leases_path(w->cfg.namespace),
 						  "application/json", body, &r);
 	else
-		ok = kube_request("PUT", hapg_lease_path(w->cfg.namespace, w->cfg.cluster),
+		ok = kube_request(&w->kube, "PUT", hapg_lease_path(w->cfg.namespace, w->cfg.cluster),
 						  "application/json", body, &r);
 	free(body);
 	if (!ok)
@@ -214,7 +214,7 @@ hapg_edit_lease(HapgWorker *w, const HapgLeaseEdit *e, char *err, int errlen)
 		snprintf(err, errlen, "could not build the Lease edit");
 		return 0;
 	}
-	if (!kube_request("PUT", hapg_lease_path(w->cfg.namespace, w->cfg.cluster),
+	if (!kube_request(&w->kube, "PUT", hapg_lease_path(w->cfg.namespace, w->cfg.cluster),
 					  "application/json", body, &r))
 	{
 		free(body);

@@ -309,9 +309,9 @@ hapg_define_settings(void)
 
 /* Every request must finish well inside the leader's renewal budget. */
 void
-hapg_kube_configure(int retry_timeout_s)
+hapg_kube_configure(KubeClient *kc, int retry_timeout_s)
 {
-	kube_configure(hapg_effective_url(), hapg_token_file, hapg_ca_file,
+	kube_configure(kc, hapg_effective_url(), hapg_token_file, hapg_ca_file,
 				   Max(500, retry_timeout_s * 1000 / 2));
 }
 
@@ -380,7 +380,6 @@ hapg_load_config(HapgConfig *cfg, bool first)
 	strlcpy(cfg->role_label, hapg_role_label, sizeof(cfg->role_label));
 	strlcpy(cfg->connect_address, hapg_effective_connect_address(),
 			sizeof(cfg->connect_address));
-	hapg_kube_configure(cfg->retry_timeout);
 	if (!cfg->ready)
 		ereport(LOG,
 				(errmsg("hapg: member \"%s\" of cluster \"%s\" in namespace \"%s\", API %s, ttl %ds, loop_wait %ds, retry_timeout %ds",

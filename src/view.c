@@ -54,8 +54,8 @@ hapg_api_cycle_done(HapgWorker *w)
 void
 hapg_view_start(HapgWorker *w)
 {
-	w->lease_watch = kube_watch_create("Lease", on_lease_event, w);
-	w->pod_watch = kube_watch_create("Pod", on_pod_event, w);
+	w->lease_watch = kube_watch_create(&w->kube, "Lease", on_lease_event, w);
+	w->pod_watch = kube_watch_create(&w->kube, "Pod", on_pod_event, w);
 }
 
 /* A different cluster or identity: forget everything we knew. */
@@ -166,7 +166,7 @@ hapg_read_lease(HapgWorker *w)
 	int64		arrived;
 	bool		ok = false;
 
-	if (!kube_request("GET", hapg_lease_path(w->cfg.namespace, w->cfg.cluster), NULL, NULL, &r))
+	if (!kube_request(&w->kube, "GET", hapg_lease_path(w->cfg.namespace, w->cfg.cluster), NULL, NULL, &r))
 	{
 		hapg_api_error(w, "could not read Lease: %s", r.error);
 		return false;
@@ -256,7 +256,7 @@ hapg_list_pods(HapgWorker *w)
 	int			i;
 	bool		ok = false;
 
-	if (!kube_request("GET", hapg_pods_path(w->cfg.namespace, w->cfg.cluster), NULL, NULL, &r))
+	if (!kube_request(&w->kube, "GET", hapg_pods_path(w->cfg.namespace, w->cfg.cluster), NULL, NULL, &r))
 	{
 		hapg_api_error(w, "could not list member Pods: %s", r.error);
 		return false;

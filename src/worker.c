@@ -41,11 +41,18 @@ hapg_wake_by(HapgWorker *w, int64 at)
 		w->decision_wake_ms = at;
 }
 
-/* Take new settings; a new cluster or identity forgets the old view. */
+/*
+ * Take new settings, the API client's included; a new cluster or identity
+ * forgets the old view.
+ */
 static void
 load_settings(HapgWorker *w, bool first)
 {
-	if (hapg_load_config(&w->cfg, first))
+	bool		changed = hapg_load_config(&w->cfg, first);
+
+	if (w->cfg.ready)
+		hapg_kube_configure(&w->kube, w->cfg.retry_timeout);
+	if (changed)
 		hapg_view_forget(w);
 }
 
@@ -101,7 +108,7 @@ phase_observe(HapgWorker *w)
 
 	/* a leader's requests must all end before its fence deadline */
 	deadline = hapg_fence_deadline(w);
-	kube_set_deadline(!w->local.in_recovery && !w->lease.info.paused ? deadline : 0);
+	kube_set_deadline(&w->kube, !w->local.in_recovery && !w->lease.info.paused ? deadline : 0);
 
 	hapg_refresh_view(w);
 	observe_own_pod(w);
@@ -314,12 +321,12 @@ run_cycle(HapgWorker *w)
 
 /* Sleep until timeout, a latch, postmaster death or watch data. */
 static void
-wait_for_work(long timeout_ms)
+wait_for_work(KubeClient *kc, long timeout_ms)
 {
 	int			fds[8];
 	int			evs[8];
-	int			n = kube_watch_sockets(fds, evs, 8);
-	long		curl_ms = kube_watch_timeout_ms();
+	int			n = kube_watch_sockets(kc, fds, evs, 8);
+	long		curl_ms = kube_watch_timeout_ms(kc);
 	WaitEventSet *set;
 	WaitEvent	occurred;
 	int			i;
@@ -361,7 +368,7 @@ phase_wait(HapgWorker *w)
 	}
 	if (w->promoting)
 		timeout = Min(timeout, PROMOTING_WAIT_MS);
-	wait_for_work(Min(timeout, MAX_WAIT_MS));
+	wait_for_work(&w->kube, Min(timeout, MAX_WAIT_MS));
 }
 
 /*
@@ -388,10 +395,11 @@ phase_idle(HapgWorker *w)
 	hapg_serve_requests(w);
 	hapg_read_local_state(&w->local);
 	w->role = HAPG_ROLE_UNKNOWN;
+	kube_client_init(&w->kube);
 	w->api_ok = false;
 	strlcpy(w->last_error, w->cfg.config_error, sizeof(w->last_error));
 	hapg_publish_shared(w);
-	wait_for_work(w->cfg.timing_valid ? w->cfg.loop_wait * 1000L : IDLE_WAIT_MS);
+	wait_for_work(&w->kube, w->cfg.timing_valid ? w->cfg.loop_wait * 1000L : IDLE_WAIT_MS);
 }
 
 /* SIGTERM: hand over if leading, then exit; SIGHUP: reload settings. */
@@ -452,7 +460,7 @@ run_step(HapgWorker *w, HapgStep step)
 		case HAPG_STEP_IDLE:
 			break;				/* a reload made the settings usable: next pass */
 		case HAPG_STEP_EVENTS:
-			kube_watch_pump();
+			kube_watch_pump(&w->kube);
 			break;
 		case HAPG_STEP_REQUESTS:
 			hapg_serve_requests(w);

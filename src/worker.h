@@ -51,6 +51,7 @@ typedef struct HapgWorker
 	/* what this member knows of the cluster (view.c) */
 	HapgLeaseCache lease;
 	HapgPodCache pods;
+	KubeClient	kube;			/* the API client (kube.c); watches point into it */
 	KubeWatch  *lease_watch;
 	KubeWatch  *pod_watch;
 	int64		lease_watch_retry_ms;
@@ -87,6 +88,7 @@ typedef struct HapgWorker
 	char		switchover_wait_why[HAPG_MSG_LEN];	/* last logged reason to wait */
 	int64		not_streaming_since_ms;
 	int64		recovery_poked_ms;	/* last time the startup process was woken */
+	HapgFollowMemory follow;	/* what follow.c wrote and saw (slots) */
 
 	/* my Pod as I last published it (kwrite.c) */
 	char		published_key[512];

@@ -93,25 +93,25 @@ def subset(small, big):
 # watch by label).  The paths are built in src/kwrite.c.
 # test_api_call_table_matches_the_sources keeps this honest.
 HAPG_API_CALLS = [
-    ('src/view.c', r'kube_request\("GET", hapg_lease_path\(w->cfg\.namespace, w->cfg\.cluster\)', 1,
+    ('src/view.c', r'kube_request\(&w->kube, "GET", hapg_lease_path\(w->cfg\.namespace, w->cfg\.cluster\)', 1,
      'get', COORD, 'leases', '{cluster}'),
     ('src/view.c', r'kube_watch_start\(w->lease_watch', 1, 'watch', COORD, 'leases', '{cluster}'),
-    ('src/view.c', r'kube_request\("GET", hapg_pods_path\(w->cfg\.namespace, w->cfg\.cluster\)', 1,
+    ('src/view.c', r'kube_request\(&w->kube, "GET", hapg_pods_path\(w->cfg\.namespace, w->cfg\.cluster\)', 1,
      'list', '', 'pods', None),
     ('src/view.c', r'kube_watch_start\(w->pod_watch', 1, 'watch', '', 'pods', None),
-    ('src/kwrite.c', r'kube_request\("POST", hapg_leases_path\(w->cfg\.namespace\)', 1,
+    ('src/kwrite.c', r'kube_request\(&w->kube, "POST", hapg_leases_path\(w->cfg\.namespace\)', 1,
      'create', COORD, 'leases', None),
-    ('src/kwrite.c', r'kube_request\("PUT", hapg_lease_path\(w->cfg\.namespace, w->cfg\.cluster\)', 2,
+    ('src/kwrite.c', r'kube_request\(&w->kube, "PUT", hapg_lease_path\(w->cfg\.namespace, w->cfg\.cluster\)', 2,
      'update', COORD, 'leases', '{cluster}'),
     # patch_pod: our own Pod (status, candidacy) and, on the leader, a stale
     # role=primary label on a lost leader's Pod
-    ('src/kwrite.c', r'kube_request\("PATCH", hapg_pod_path\(w->cfg\.namespace, name\)', 1,
+    ('src/kwrite.c', r'kube_request\(&w->kube, "PATCH", hapg_pod_path\(w->cfg\.namespace, name\)', 1,
      'patch', '', 'pods', '*'),
-    ('src/guard.c', r'kube_request\("GET", hapg_lease_path\(ns, hapg_cluster_name\)', 1,
+    ('src/guard.c', r'kube_request\(kc, "GET", hapg_lease_path\(ns, hapg_cluster_name\)', 1,
      'get', COORD, 'leases', '{cluster}'),
-    ('src/guard.c', r'kube_request\("GET", hapg_pod_path\(ns, li\.view\.holder\)', 1, 'get', '', 'pods', '*'),
-    ('src/handover.c', r'kube_request\("GET", path', 1, 'get', COORD, 'leases', '{cluster}'),
-    ('src/handover.c', r'kube_request\("PUT", path', 1, 'update', COORD, 'leases', '{cluster}'),
+    ('src/guard.c', r'kube_request\(kc, "GET", hapg_pod_path\(ns, li\.view\.holder\)', 1, 'get', '', 'pods', '*'),
+    ('src/handover.c', r'kube_request\(kc, "GET", path', 1, 'get', COORD, 'leases', '{cluster}'),
+    ('src/handover.c', r'kube_request\(kc, "PUT", path', 1, 'update', COORD, 'leases', '{cluster}'),
 ]
 
 
