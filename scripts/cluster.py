@@ -97,6 +97,9 @@ def show(c, d):
             m.name, m.port, 'primary' if m.name == primary else 'standby', m.logfile))
     print('  (psql is %s; e.g. %s -h 127.0.0.1 -p %d -U postgres -c "SELECT * FROM hapg_members")'
           % (psql, psql, c.m(primary).port))
+    for m in c.members.values():
+        print('  %-6s curl -s http://127.0.0.1:%d/cluster   # health checks (/primary, /replica, ...) and /metrics'
+              % (m.name, m.http_port))
     kc = os.path.join(d, 'kubeconfig')
     if shutil.which('kubectl'):
         print('  kubectl --kubeconfig %s get pods -L role' % kc)

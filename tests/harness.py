@@ -1555,7 +1555,7 @@ class Cluster:
             'launcher': self.launcher,
             'members': [{'name': m.name, 'port': m.port, 'datadir': m.datadir,
                          'logfile': m.logfile, 'token': m.token, 'token_file': m.token_file,
-                         'dir': m.dir, 'api_port': m.api_port,
+                         'dir': m.dir, 'api_port': m.api_port, 'http_port': m.http_port,
                          'launcher_pid': m.launcher.pid if m.launcher_alive() else None}
                         for m in self.members.values()],
         }
@@ -1586,6 +1586,7 @@ class Cluster:
             m.port, m.datadir, m.logfile = x['port'], x['datadir'], x['logfile']
             m.token, m.token_file, m.dir = x['token'], x['token_file'], x['dir']
             m.api_port = x.get('api_port')
+            m.http_port = x.get('http_port', m.http_port)
             if x.get('launcher_pid'):
                 m.launcher = DetachedProcess(x['launcher_pid'])
         c.started = True
