@@ -680,6 +680,29 @@ to_view(const SLease *l, bool exists, HapgLeaseView *v)
 	snprintf(v->renew_time, sizeof(v->renew_time), "%" PRId64, l->renew_seq);
 }
 
+/* A free watch-message slot: a recycled one first, else a new one. */
+static int
+wmsg_slot(Sim *s)
+{
+	int			idx;
+
+	if (s->wfree >= 0)
+	{
+		idx = s->wfree;
+		s->wfree = s->wnext[idx];
+		return idx;
+	}
+	if (s->nwmsg == s->capwmsg)
+	{
+		s->capwmsg = s->capwmsg ? s->capwmsg * 2 : 256;
+		s->wmsg = realloc(s->wmsg, sizeof(WatchMsg) * s->capwmsg);
+		s->wnext = realloc(s->wnext, sizeof(int) * s->capwmsg);
+		if (s->wmsg == NULL || s->wnext == NULL)
+			abort();
+	}
+	return s->nwmsg++;
+}
+
 /* A Lease write reaches every open watch, late, or not at all. */
 static void
 broadcast_lease(Sim *s)
@@ -711,23 +734,7 @@ broadcast_lease(Sim *s)
 		if (at < mb->last_watch_at)
 			at = mb->last_watch_at;
 		mb->last_watch_at = at;
-		if (s->wfree >= 0)
-		{
-			idx = s->wfree;
-			s->wfree = s->wnext[idx];
-		}
-		else
-		{
-			if (s->nwmsg == s->capwmsg)
-			{
-				s->capwmsg = s->capwmsg ? s->capwmsg * 2 : 256;
-				s->wmsg = realloc(s->wmsg, sizeof(WatchMsg) * s->capwmsg);
-				s->wnext = realloc(s->wnext, sizeof(int) * s->capwmsg);
-				if (s->wmsg == NULL || s->wnext == NULL)
-					abort();
-			}
-			idx = s->nwmsg++;
-		}
+		idx = wmsg_slot(s);
 		s->wmsg[idx].lease = s->lease;
 		ev_push(s, at, EV_WATCH_LEASE, i, idx, mb->wgen);
 	}
@@ -762,23 +769,7 @@ broadcast_pod(Sim *s, int of)
 		if (at < mb->last_watch_at)
 			at = mb->last_watch_at;
 		mb->last_watch_at = at;
-		if (s->wfree >= 0)
-		{
-			idx = s->wfree;
-			s->wfree = s->wnext[idx];
-		}
-		else
-		{
-			if (s->nwmsg == s->capwmsg)
-			{
-				s->capwmsg = s->capwmsg ? s->capwmsg * 2 : 256;
-				s->wmsg = realloc(s->wmsg, sizeof(WatchMsg) * s->capwmsg);
-				s->wnext = realloc(s->wnext, sizeof(int) * s->capwmsg);
-				if (s->wmsg == NULL || s->wnext == NULL)
-					abort();
-			}
-			idx = s->nwmsg++;
-		}
+		idx = wmsg_slot(s);
 		s->wmsg[idx].pod = s->pods[of];
 		s->wmsg[idx].pod_of = of;
 		ev_push(s, at, EV_WATCH_POD, i, idx, mb->wgen);
