@@ -106,6 +106,24 @@ hapg_shmem_attach(void)
 }
 
 /*
+ * Show an API error to SQL and the HTTP endpoint at once: a cycle of hung
+ * requests can take several seconds, and an outage must not look healthy
+ * until it ends.
+ */
+void
+hapg_publish_api_error(HapgWorker *w)
+{
+	HapgShared *s = hapg_shared;
+
+	if (s == NULL)
+		return;
+	LWLockAcquire(&s->lock, LW_EXCLUSIVE);
+	s->api_ok = false;
+	strlcpy(s->last_error, w->last_error, sizeof(s->last_error));
+	LWLockRelease(&s->lock);
+}
+
+/*
  * Copy the worker's view of the cluster into shared memory for SQL.  The
  * members are the one member view (members.c), the same the decisions use.
  */

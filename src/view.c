@@ -28,6 +28,7 @@ hapg_api_error(HapgWorker *w, const char *fmt,...)
 	vsnprintf(w->last_error, sizeof(w->last_error), fmt, ap);
 	va_end(ap);
 	w->api_ok = false;
+	hapg_publish_api_error(w);
 	if (w->outage_start_ms == 0 || now - w->logged_error_ms >= ERROR_LOG_INTERVAL_MS)
 	{
 		if (w->outage_start_ms == 0)

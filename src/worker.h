@@ -160,6 +160,7 @@ extern void hapg_serve_requests(HapgWorker *w);
 
 /* shmem.c: the state SQL reads, and writable_until for every backend */
 extern void hapg_publish_shared(HapgWorker *w);
+extern void hapg_publish_api_error(HapgWorker *w);
 extern void hapg_publish_writable(HapgWorker *w, bool leader);
 
 #endif							/* HAPG_WORKER_H */
