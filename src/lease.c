@@ -166,6 +166,29 @@ hapg_rewind_patience_ms(int ttl_s)
 	return p > 10000 ? p : 10000;
 }
 
+/*
+ * A leader renews every loop_wait, so a healthy Lease watch speaks at least
+ * that often: from this instant on, one that said nothing since last_heard
+ * may be hung, and the Lease is read instead of trusted.
+ */
+int64_t
+hapg_lease_quiet_at(int64_t last_heard_ms, int loop_wait_s)
+{
+	return last_heard_ms + (int64_t) loop_wait_s * 2000 + 1;
+}
+
+/*
+ * When the worker must wake to read a quiet Lease: at the quiet instant if
+ * it comes after the last cycle began (that cycle could not see it), so a
+ * hung API server is noticed then and not up to a loop later; 0 when the
+ * last cycle already saw the silence (it read the Lease, or tried to).
+ */
+int64_t
+hapg_quiet_wake_ms(int64_t quiet_at_ms, int64_t last_cycle_ms)
+{
+	return quiet_at_ms > last_cycle_ms ? quiet_at_ms : 0;
+}
+
 /* The rewind rule: a newer leader timeline and no streaming for that long. */
 bool
 hapg_rewind_due(int64_t not_streaming_since_ms, int64_t now_ms, int ttl_s,

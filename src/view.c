@@ -295,6 +295,7 @@ on_lease_event(void *arg, const char *type, json_object *obj)
 	int64		now = hapg_mono_ms();	/* received: the observation's time */
 
 	w->lease_event_ms = now;
+	w->lease_watch_heard_ms = now;
 	if (strcmp(type, "ERROR") == 0)
 	{
 		/* usually 410 Gone: our resourceVersion is too old; read afresh */
@@ -362,6 +363,17 @@ on_pod_event(void *arg, const char *type, json_object *obj)
 }
 
 /*
+ * From when this member's Lease watch counts as silent (hapg_lease_quiet_at):
+ * the last thing it heard of the Lease, by the watch or a read.
+ */
+int64
+hapg_lease_watch_quiet_at(HapgWorker *w)
+{
+	return hapg_lease_quiet_at(Max(w->lease_event_ms, w->lease.observed_ms),
+							   w->cfg.loop_wait);
+}
+
+/*
  * Make sure the view is good enough to decide on: list the Pods if the
  * watch lapsed, and read the Lease if it may be stale, or if a standby is
  * about to start an election on it.
@@ -373,12 +385,9 @@ hapg_refresh_view(HapgWorker *w)
 		hapg_list_pods(w);
 	w->lease.fresh = false;
 
-	/*
-	 * A leader renews every loop, so a healthy Lease watch speaks at least
-	 * that often; a silent one may be hung: read the Lease to be sure.
-	 */
+	/* a Lease watch silent for two loops may be hung: read the Lease */
 	if (!w->lease.valid || !kube_watch_active(w->lease_watch) ||
-		hapg_mono_ms() - Max(w->lease_event_ms, w->lease.observed_ms) > 2 * w->cfg.loop_wait * 1000L)
+		hapg_mono_ms() >= hapg_lease_watch_quiet_at(w))
 	{
 		if (hapg_read_lease(w))
 			w->lease_event_ms = hapg_mono_ms();

@@ -347,12 +347,31 @@ wait_for_work(KubeClient *kc, long timeout_ms)
 	ResetLatch(MyLatch);
 }
 
-/* Wait for the next cycle, or the decision's own wake-up if earlier. */
+/*
+ * Wait for the next cycle, or earlier: the decision's own wake-up, or the
+ * instant a watched Lease falls silent (a replica notices a hung API server
+ * then, not up to a loop later).
+ */
 static void
 phase_wait(HapgWorker *w)
 {
 	int64		now = hapg_mono_ms();
 	long		timeout = w->next_cycle_ms - now;
+	int64		quiet = 0;
+
+	if (w->lease.valid && kube_watch_active(w->lease_watch))
+		quiet = hapg_quiet_wake_ms(hapg_lease_quiet_at(w->lease_watch_heard_ms, w->cfg.loop_wait),
+								   w->cycle_started_ms);
+	if (quiet > 0)
+	{
+		if (quiet <= now)
+		{
+			w->wake = true;
+			timeout = 0;
+		}
+		else if (quiet - now < timeout)
+			timeout = quiet - now;
+	}
 
 	/* the decision's own wake-up: Lease expiry, election, fence time */
 	if (w->decision_wake_ms > 0)
@@ -429,6 +448,7 @@ phase_cycle_if_due(HapgWorker *w)
 		int64		started = hapg_mono_ms();
 
 		w->wake = false;
+		w->cycle_started_ms = started;
 		run_cycle(w);
 		hapg_metrics_loop((hapg_mono_ms() - started) / 1000.0);
 		w->next_cycle_ms = hapg_mono_ms() + w->cfg.loop_wait * 1000L;

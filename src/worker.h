@@ -47,6 +47,7 @@ typedef struct HapgWorker
 	int64		loop_count;
 	bool		wake;			/* run a cycle at the next pass */
 	int64		next_cycle_ms;	/* the next cycle is due then at the latest */
+	int64		cycle_started_ms;	/* when the last cycle began */
 
 	/* what this member knows of the cluster (view.c) */
 	HapgLeaseCache lease;
@@ -56,7 +57,8 @@ typedef struct HapgWorker
 	KubeWatch  *pod_watch;
 	int64		lease_watch_retry_ms;
 	int64		pod_watch_retry_ms;
-	int64		lease_event_ms; /* last time the Lease watch said anything */
+	int64		lease_event_ms; /* last time the Lease watch or a read said anything */
+	int64		lease_watch_heard_ms;	/* last time the Lease watch itself did */
 
 	/* this cycle's observation (worker.c, phase_observe) */
 	bool		lease_known;	/* the decision may trust the Lease view */
@@ -117,6 +119,7 @@ extern void hapg_adopt_lease(HapgWorker *w, json_object *obj, int64 sent_ms,
 extern bool hapg_read_lease(HapgWorker *w);
 extern bool hapg_list_pods(HapgWorker *w);
 extern void hapg_refresh_view(HapgWorker *w);
+extern int64 hapg_lease_watch_quiet_at(HapgWorker *w);
 extern void hapg_ensure_watches(HapgWorker *w, int64 now);
 extern void hapg_cache_pod(HapgWorker *w, const HapgPodInfo *p, bool deleted);
 extern HapgPodInfo *hapg_find_pod(HapgWorker *w, const char *name);

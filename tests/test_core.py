@@ -387,6 +387,7 @@ def _outage(c, arm, disarm, err_rx, what):
     deadline = t_armed - since_renewal + ttl(c) - fence_margin(c)
     end = deadline - loop(c) - 0.4      # its next renewal comes within a loop
     down = {}
+    noticed = {}                        # seconds after the outage began
     n = 0
     try:
         while time.monotonic() < end and n < 1000:
@@ -396,6 +397,8 @@ def _outage(c, arm, disarm, err_rx, what):
             for m in MEMBERS:
                 st = c.status(m)
                 if st['api_ok'] is False and st['last_error']:
+                    if m not in down:
+                        noticed[m] = round(time.monotonic() - t_armed, 2)
                     down.setdefault(m, st['last_error'])
                 else:
                     assert m not in down, '%s: api_ok true again during %s: %r' % (m, what, st)
@@ -406,7 +409,15 @@ def _outage(c, arm, disarm, err_rx, what):
     finally:
         disarm()
     assert set(down) == set(MEMBERS), \
-        'within %.1fs of %s only %r reported api_ok false' % (t_end - t_armed, what, sorted(down))
+        'within %.1fs of %s only %r reported api_ok false (after %r s)' % (
+            t_end - t_armed, what, sorted(down), noticed)
+    print('api_ok false after %s: %r s (window %.1f s)' % (what, noticed, t_end - t_armed))
+    # a replica hears nothing once the leader stops renewing: it reads the
+    # Lease when its watch has been silent for two loops (at that instant,
+    # not at its next loop) and the read fails within a request deadline
+    bound = 2 * loop(c) + c.profile['retry_timeout'] / 2 + 0.6
+    late = {m: s for m, s in noticed.items() if s > bound}
+    assert not late, 'noticed %s later than %.1f s: %r' % (what, bound, late)
     for m, err in down.items():
         assert re.search(err_rx, err, re.I), '%s: last_error %r does not mention %s' % (m, err, what)
     assert pids(c) == before, 'a process restarted during %s' % what

@@ -167,6 +167,7 @@ typedef struct Worker
 	SLease		lease;			/* lease.info; exists=false when none */
 	int64_t		observed_ms;
 	int64_t		lease_event_ms;
+	int64_t		watch_heard_ms; /* the Lease watch's last event (not a read) */
 	int64_t		watch_rv;
 	bool		lease_watch;	/* the watch is open */
 	bool		lease_watch_error;
@@ -188,6 +189,7 @@ typedef struct Worker
 	bool		fenced;
 	int64_t		decision_wake;
 	int64_t		next_cycle;
+	int64_t		cycle_started;	/* when the last cycle began */
 	int64_t		not_streaming_since;
 	int64_t		deadline;		/* kube_set_deadline */
 
@@ -1465,6 +1467,14 @@ cycle_tail(Sim *s, int m)
 
 static void worker_sleep(Sim *s, int m);
 
+/* From when this worker's Lease watch counts as silent (view.c's rule). */
+static int64_t
+quiet_at(Sim *s, Worker *w)
+{
+	return hapg_lease_quiet_at(w->lease_event_ms > w->observed_ms ? w->lease_event_ms : w->observed_ms,
+							   s->loop_wait);
+}
+
 /* run_cycle returned: the next one is due after loop_wait. */
 static void
 cycle_done(Sim *s, int m)
@@ -1490,6 +1500,7 @@ cycle_start(Sim *s, int m)
 		cycle_done(s, m);
 		return;
 	}
+	w->cycle_started = mono(s, m);
 	if (w->promoting && !in_recovery(mb))
 		w->promoting = false;
 	if (w->was_leader && !in_recovery(mb) && w->last_renew_sent > 0)
@@ -1529,9 +1540,7 @@ cycle_resume(Sim *s, int m, Req *r)
 				w->pods_valid = true;
 			}
 			now = mono(s, m);
-			if (!w->lease_valid || !w->lease_watch ||
-				now - (w->lease_event_ms > w->observed_ms ? w->lease_event_ms : w->observed_ms) >
-				2 * s->loop_wait * 1000L)
+			if (!w->lease_valid || !w->lease_watch || now >= quiet_at(s, w))
 			{
 				block_on(s, m, K_READ, RQ_GET, &proto);
 				return;
@@ -1667,6 +1676,7 @@ pump(Sim *s, int m)
 	{
 		w->inbox_lease = false;
 		w->lease_event_ms = mono(s, m);
+		w->watch_heard_ms = mono(s, m);
 		adopt_lease(s, m, &w->inbox_lease_obj, mono(s, m));
 	}
 	for (i = 0; i < s->n; i++)
@@ -1709,6 +1719,20 @@ worker_sleep(Sim *s, int m)
 	if (!w->alive)
 		return;
 	timeout = w->next_cycle - now;
+	if (w->lease_valid && w->lease_watch)
+	{
+		/* as phase_wait: wake when the watched Lease falls silent */
+		int64_t		quiet = hapg_quiet_wake_ms(hapg_lease_quiet_at(w->watch_heard_ms, s->loop_wait),
+											   w->cycle_started);
+
+		if (quiet > 0 && quiet <= now)
+		{
+			w->wake_cycle = true;
+			timeout = 0;
+		}
+		else if (quiet > 0 && quiet - now < timeout)
+			timeout = quiet - now;
+	}
 	if (w->decision_wake > 0)
 	{
 		if (w->decision_wake <= now)

@@ -874,6 +874,20 @@ TEST(late_write_does_not_promote)
 	CHECK(!hapg_write_still_valid(1000, 1000 + 60000, ttl, margin));
 }
 
+/* A Lease watch is silent after two loops; the worker wakes once for it. */
+TEST(lease_watch_quiet)
+{
+	/* loop_wait 1 s: silent strictly after two seconds, as before */
+	CHECK(hapg_lease_quiet_at(5000, 1) == 7001);
+	CHECK(hapg_lease_quiet_at(5000, 10) == 25001);
+	/* the silence began after the last cycle: wake at that instant */
+	CHECK(hapg_quiet_wake_ms(7001, 6500) == 7001);
+	CHECK(hapg_quiet_wake_ms(7001, 7000) == 7001);
+	/* a cycle began at or after it and read (or tried): no extra wake */
+	CHECK(hapg_quiet_wake_ms(7001, 7001) == 0);
+	CHECK(hapg_quiet_wake_ms(7001, 9000) == 0);
+}
+
 /* A standby stops to be rewound only after patience, behind a newer timeline. */
 TEST(rewind_patience)
 {
@@ -946,5 +960,6 @@ run_lease_tests(void)
 	RUN(handover_releases_only_the_last_renewal);
 	RUN(late_write_does_not_promote);
 	RUN(rewind_patience);
+	RUN(lease_watch_quiet);
 	RUN(action_table_is_complete);
 }
