@@ -22,7 +22,7 @@
 #
 # Environment: HAPG_TEST_ONLY="unit simproto fuzz regress double launcher cluster sim kube e2e chaos" (subset of parts),
 # HAPG_SIM_STEPS (simproto's steps, default 40 million), HAPG_FUZZ_SECONDS
-# (seconds per fuzz target, default 30),
+# (seconds per fuzz target, default 60),
 # HAPG_PGROOT=/some/dir, not under /tmp (install hapg into a private, relocated copy of
 # PostgreSQL there instead of the system's, so that several checkouts can be
 # tested at once on one machine; HAPG_PGBIN points the tests at it),
@@ -170,9 +170,9 @@ if want simproto; then
     run_make_part simproto 900 -C "$ROOT/tests/sim_protocol" check STEPS="${HAPG_SIM_STEPS:-40000000}"
 fi
 if want fuzz; then
-    echo "== fuzz: make -C tests/fuzz check (libFuzzer, ${HAPG_FUZZ_SECONDS:-30} s per target)"
+    echo "== fuzz: make -C tests/fuzz check (libFuzzer, ${HAPG_FUZZ_SECONDS:-60} s per target)"
     if command -v clang >/dev/null 2>&1; then
-        run_make_part fuzz 900 -C "$ROOT/tests/fuzz" check FUZZ_SECONDS="${HAPG_FUZZ_SECONDS:-30}"
+        run_make_part fuzz 900 -C "$ROOT/tests/fuzz" check FUZZ_SECONDS="${HAPG_FUZZ_SECONDS:-60}"
     else
         record fuzz 0 1 "clang is missing (scripts/deps.sh installs it)"
     fi
