@@ -90,15 +90,19 @@ hapg_metrics_count_api(HapgMetrics *m, HapgApiVerb verb, long code,
 }
 
 /*
- * An election this member stands in (it published a candidacy) is settled
- * once the Lease has a holder: 1 if it is this member (won), -1 if another
- * (lost), 0 while unsettled or when not standing.  Clears *standing once
- * settled, so each election counts once.
+ * An election this member stands in (it published a candidacy for the
+ * expired Lease whose resourceVersion is term) is settled once the Lease has
+ * moved on and names a holder: 1 if it is this member (won), -1 if another
+ * (lost), 0 while unsettled or when not standing.  The expired Lease still
+ * names its old holder, so a holder alone settles nothing.  Clears *standing
+ * once settled, so each election counts once.
  */
 int
-hapg_election_settled(bool *standing, const char *holder, const char *me)
+hapg_election_settled(bool *standing, const char *term, const char *rv,
+					  const char *holder, const char *me)
 {
-	if (!*standing || holder == NULL || holder[0] == '\0')
+	if (!*standing || holder == NULL || holder[0] == '\0' ||
+		rv == NULL || (term != NULL && strcmp(rv, term) == 0))
 		return 0;
 	*standing = false;
 	return strcmp(holder, me) == 0 ? 1 : -1;

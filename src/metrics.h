@@ -66,7 +66,8 @@ extern HapgApiVerb hapg_api_verb(const char *method);
 extern const char *hapg_api_verb_name(HapgApiVerb verb);
 extern void hapg_histogram_observe(HapgHistogram *h, const double *bounds,
 								   int nbounds, double value);
-extern int	hapg_election_settled(bool *standing, const char *holder, const char *me);
+extern int	hapg_election_settled(bool *standing, const char *term, const char *rv,
+								  const char *holder, const char *me);
 extern void hapg_metrics_count_api(HapgMetrics *m, HapgApiVerb verb, long code,
 								   double seconds, double now_unix);
 

@@ -285,8 +285,9 @@ count_election(HapgWorker *w)
 {
 	const HapgLeaseView *lv = &w->lease.info.view;
 
-	switch (hapg_election_settled(&w->election_standing, lv->exists ? lv->holder : "",
-								  w->cfg.member))
+	switch (hapg_election_settled(&w->election_standing, w->candidacy_term,
+								  lv->exists ? lv->resource_version : "",
+								  lv->exists ? lv->holder : "", w->cfg.member))
 	{
 		case 1:
 			hapg_metrics_event(HAPG_EV_ELECTION_WON);

@@ -326,6 +326,7 @@ def test_leader_api_cut_fences(cl):
     fences_before = metric(metrics(c, leader)[0], 'hapg_fencing_events_total')
     others = replicas_of(leader)
     won_before = {m: metric(metrics(c, m)[0], 'hapg_elections_won_total') for m in others}
+    lost_before = {m: metric(metrics(c, m)[0], 'hapg_elections_lost_total') for m in others}
     seen = []
     stop = threading.Event()
 
@@ -361,6 +362,10 @@ def test_leader_api_cut_fences(cl):
     assert metric(metrics(c, leader)[0], 'hapg_fencing_events_total') == fences_before + 1
     loser = [m for m in others if m != new][0]
     assert metric(metrics(c, loser)[0], 'hapg_elections_lost_total') >= 1
+    # the expired Lease still names the old leader: standing against it is
+    # not a lost election (the winner that published first counted one)
+    assert metric(metrics(c, new)[0], 'hapg_elections_lost_total') == lost_before[new]
+    assert metric(metrics(c, new)[0], 'hapg_elections_won_total') == won_before[new] + 1
 
 
 def test_switchover(cl):

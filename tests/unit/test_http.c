@@ -376,14 +376,20 @@ TEST(elections)
 {
 	bool		standing = false;
 
-	CHECK(hapg_election_settled(&standing, "pg-1", "pg-1") == 0);	/* not standing */
+	/* term "7": the expired Lease this member stood against */
+	CHECK(hapg_election_settled(&standing, "7", "9", "pg-1", "pg-1") == 0);	/* not standing */
 	standing = true;
-	CHECK(hapg_election_settled(&standing, "", "pg-1") == 0 && standing);	/* unsettled */
-	CHECK(hapg_election_settled(&standing, NULL, "pg-1") == 0 && standing);
-	CHECK(hapg_election_settled(&standing, "pg-1", "pg-1") == 1 && !standing);
-	CHECK(hapg_election_settled(&standing, "pg-1", "pg-1") == 0);	/* counted once */
+	CHECK(hapg_election_settled(&standing, "7", "9", "", "pg-1") == 0 && standing);	/* unsettled */
+	CHECK(hapg_election_settled(&standing, "7", "9", NULL, "pg-1") == 0 && standing);
+	/* the expired Lease still names the old leader: nothing settled yet */
+	CHECK(hapg_election_settled(&standing, "7", "7", "pg-0", "pg-1") == 0 && standing);
+	CHECK(hapg_election_settled(&standing, "7", "9", "pg-1", "pg-1") == 1 && !standing);
+	CHECK(hapg_election_settled(&standing, "7", "9", "pg-1", "pg-1") == 0);	/* counted once */
 	standing = true;
-	CHECK(hapg_election_settled(&standing, "pg-2", "pg-1") == -1 && !standing);
+	CHECK(hapg_election_settled(&standing, "7", "9", "pg-2", "pg-1") == -1 && !standing);
+	/* the old leader back at the head of a new term: lost */
+	standing = true;
+	CHECK(hapg_election_settled(&standing, "7", "10", "pg-0", "pg-1") == -1 && !standing);
 }
 
 void
