@@ -40,9 +40,9 @@ hapg_nap(long ms)
  * its verdict.  Only one request per server at a time: it is rare, and one
  * slot keeps shared memory free of queues.
  */
-void
-hapg_ask_worker(HapgRequestKind kind, const char *candidate, int64 scheduled_at_us,
-				HapgVerdict *v, char *leader)
+static void
+ask_once(HapgRequestKind kind, const char *candidate, int64 scheduled_at_us,
+		 HapgVerdict *v, char *leader)
 {
 	int64		deadline = hapg_mono_ms() + CLAIM_WAIT_MS;
 	int			id = 0;
@@ -117,7 +117,34 @@ hapg_ask_worker(HapgRequestKind kind, const char *candidate, int64 scheduled_at_
 		LWLockRelease(&hapg_shared->lock);
 	}
 	PG_END_TRY();
+}
 
+/*
+ * Ask the worker; a refusal that rests on replication positions is asked
+ * again after the next renewals (hapg_request_retry_ms), so a replica that
+ * was behind for an instant is not refused on old news.  Any other refusal
+ * is an SQL error with the verdict's texts.
+ */
+void
+hapg_ask_worker(HapgRequestKind kind, const char *candidate, int64 scheduled_at_us,
+				HapgVerdict *v, char *leader)
+{
+	int			refusals;
+
+	for (refusals = 1;; refusals++)
+	{
+		int64		wait_ms;
+		int64		until;
+
+		ask_once(kind, candidate, scheduled_at_us, v, leader);
+		wait_ms = hapg_request_retry_ms(v, refusals, hapg_loop_wait);
+		if (wait_ms < 0)
+			break;
+		elog(DEBUG1, "hapg: %s; asking again after the next renewal", v->message);
+		until = hapg_mono_ms() + wait_ms;
+		while (hapg_mono_ms() < until)
+			hapg_nap(Min(until - hapg_mono_ms(), 100));
+	}
 	if (!v->ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

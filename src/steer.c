@@ -100,6 +100,7 @@ candidate_refused(const HapgRequestInput *in, const HapgMemberView *m,
 				 m->has_status ? m->state : "unknown");
 		refuse(out, msg, detail,
 			   "Wait until it streams (see hapg_members), or choose another member.");
+		out->on_positions = true;
 		return true;
 	}
 	lag = lag_of(m, in->has_leader_lsn, in->leader_lsn);
@@ -110,6 +111,7 @@ candidate_refused(const HapgRequestInput *in, const HapgMemberView *m,
 				 "It is %" PRIu64 " bytes behind; hapg.maximum_lag_on_failover is %" PRIu64 " bytes.",
 				 lag, in->max_lag);
 		refuse(out, msg, detail, "Wait until it catches up, or choose another member.");
+		out->on_positions = true;
 		return true;
 	}
 	return false;
@@ -205,6 +207,7 @@ judge_switchover(const HapgRequestInput *in, HapgVerdict *out)
 			refuse(out, "no replica can take over",
 				   "None is streaming within hapg.maximum_lag_on_failover with hapg.nofailover off.",
 				   "See hapg_members.");
+			out->on_positions = true;
 			return;
 		}
 		/* a scheduled one picks the healthiest when its time comes */
@@ -299,6 +302,22 @@ hapg_judge_request(const HapgRequestInput *in, HapgVerdict *out)
 		default:
 			refuse(out, "unknown request", NULL, NULL);
 	}
+}
+
+/*
+ * How long the asking backend waits before asking again after its
+ * refusals-th refusal, or -1 to give this one to its caller.  Positions
+ * reach the judge with the leader's renewals, one loop_wait apart: a
+ * replica that was behind a moment ago (a WAL segment switch, a restarted
+ * WAL receiver) is judged again on the next renewals, a bounded number of
+ * times.
+ */
+int64_t
+hapg_request_retry_ms(const HapgVerdict *v, int refusals, int loop_wait_s)
+{
+	if (v->ok || !v->on_positions || refusals < 1 || refusals > HAPG_POSITION_RETRIES)
+		return -1;
+	return (int64_t) loop_wait_s * 1000 + HAPG_RENEWAL_DELIVERY_MS;
 }
 
 /*

@@ -8,6 +8,11 @@
 #ifndef HAPG_STEER_H
 #define HAPG_STEER_H
 
+/* a refusal on positions is judged again this often, a renewal apart */
+#define HAPG_POSITION_RETRIES 2
+/* what a renewal takes to reach the judge: the write and its watch event */
+#define HAPG_RENEWAL_DELIVERY_MS 250
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -89,6 +94,8 @@ typedef struct HapgVerdict
 	char		message[HAPG_MSG_LEN];	/* refusal, or what was done */
 	char		detail[HAPG_MSG_LEN];
 	char		hint[HAPG_MSG_LEN];
+	bool		on_positions;	/* refused on replication positions, which are
+								 * one renewal old: may pass at the next one */
 } HapgVerdict;
 
 /* What a leader does about a pending switchover this cycle. */
@@ -111,6 +118,8 @@ extern void hapg_judge_request(const HapgRequestInput *in, HapgVerdict *out);
 extern const HapgMemberView *hapg_best_replica(const HapgMemberView *members, int n,
 											   const char *leader, bool has_leader_lsn,
 											   uint64_t leader_lsn, uint64_t max_lag);
+extern int64_t hapg_request_retry_ms(const HapgVerdict *v, int refusals,
+									 int loop_wait_s);
 extern void hapg_plan_switchover(const HapgSwitchover *sw, const char *me,
 								 int64_t now_us, int64_t stale_us,
 								 const HapgMemberView *members, int n,

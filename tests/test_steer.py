@@ -153,6 +153,43 @@ def test_switchover_to_a_named_candidate_called_on_a_replica(cl, healthy_start):
     switchover_scenario(c, old, caller, cand)
 
 
+def test_switchover_to_a_replica_that_was_behind_a_moment_ago(cl, healthy_start):
+    """A candidate refused on positions (here: more than
+    hapg.maximum_lag_on_failover behind in the leader's last renewal, which
+    is up to one loop old) is judged again on the next renewal: once it has
+    caught up, the call succeeds instead of failing on old news.  (This is
+    what a WAL segment switch does to a fresh replica for an instant; CI
+    once failed on it.)"""
+    c = cl
+    old = healthy_start
+    cand, caller = replicas_of(old)
+    ensure_extension(c, old)
+    wait_for(lambda: c.scalar(old, 'SELECT count(*) FROM pg_replication_slots WHERE active') == 2,
+             30, 'both replicas streaming through their slots')
+    pid = c.scalar(cand, 'SELECT pid FROM pg_stat_wal_receiver')
+    assert pid, 'no WAL receiver on %s' % cand
+    lag_sql = 'SELECT lag_bytes FROM hapg_members WHERE member = %s'
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        c.sql(old, 'CREATE TABLE IF NOT EXISTS steer_pad (x text); '
+              "INSERT INTO steer_pad SELECT repeat('x', 1000) FROM generate_series(1, 4000)",
+              timeout=30)
+        wait_for(lambda: (c.scalar(caller, lag_sql, (cand,)) or 0) > 1024 * 1024, 20,
+                 '%s to show %s more than 1 MB behind' % (caller, cand), interval=0.05)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # the caller still holds the renewal that shows the lag
+    t0 = time.monotonic()
+    value, notices = call(c, caller, 'SELECT hapg_switchover(%s)', (cand,))
+    took = time.monotonic() - t0
+    note('hapg_switchover(%s) on %s right after it caught up: %r after %.2fs' % (
+        cand, caller, value, took))
+    assert value == cand
+    wait_leader_is(c, cand, 30)
+    for m in replicas_of(cand):
+        wait_following(c, cand, m, timeout=60)
+
+
 def test_switchover_without_candidate_called_on_the_leader(cl, healthy_start):
     """hapg_switchover() on the leader picks the healthiest replica, returns
     its name with a NOTICE (this server stops to hand over), and the old

@@ -481,6 +481,62 @@ TEST(no_replica_can_take_over)
 	CHECK(has(v.hint, "hapg_members"));
 }
 
+/*
+ * Refusals on positions (not streaming, lagging, no replica fit) are asked
+ * again a renewal later, a bounded number of times; others are final.
+ */
+TEST(refusal_on_positions_is_asked_again)
+{
+	HapgMemberView m[3];
+	HapgRequestInput in;
+	HapgVerdict v;
+	int			i;
+
+	cluster(m);
+	m[2].lsn = LEADER_LSN - MB - 1;
+	in = request(HAPG_REQ_SWITCHOVER, "pg-2", m);
+	judge(&in, &v);
+	CHECK(refused(&v) && v.on_positions);
+	CHECK(hapg_request_retry_ms(&v, 1, 1) == 1000 + HAPG_RENEWAL_DELIVERY_MS);
+	CHECK(hapg_request_retry_ms(&v, 1, 10) == 10000 + HAPG_RENEWAL_DELIVERY_MS);
+	for (i = 1; i <= HAPG_POSITION_RETRIES; i++)
+		CHECK(hapg_request_retry_ms(&v, i, 1) > 0);
+	CHECK(hapg_request_retry_ms(&v, HAPG_POSITION_RETRIES + 1, 1) == -1);
+	CHECK(hapg_request_retry_ms(&v, 0, 1) == -1);
+
+	m[2].lsn = LEADER_LSN;
+	m[2].streaming = false;
+	judge(&in, &v);
+	CHECK(refused(&v) && v.on_positions);
+	CHECK(hapg_request_retry_ms(&v, 1, 1) > 0);
+
+	m[1].streaming = false;
+	in = request(HAPG_REQ_SWITCHOVER, "", m);
+	judge(&in, &v);
+	CHECK_STR(v.message, "no replica can take over");
+	CHECK(v.on_positions);
+
+	/* the member's settings, its role, the Lease: final at once */
+	cluster(m);
+	m[2].nofailover = true;
+	in = request(HAPG_REQ_SWITCHOVER, "pg-2", m);
+	judge(&in, &v);
+	CHECK(refused(&v) && !v.on_positions);
+	CHECK(hapg_request_retry_ms(&v, 1, 1) == -1);
+	in = request(HAPG_REQ_SWITCHOVER, "pg-0", m);
+	judge(&in, &v);
+	CHECK(refused(&v) && !v.on_positions);
+	in = request(HAPG_REQ_SWITCHOVER, "pg-9", m);
+	judge(&in, &v);
+	CHECK(refused(&v) && !v.on_positions);
+
+	/* an accepted request is never asked again */
+	in = request(HAPG_REQ_SWITCHOVER, "pg-1", m);
+	judge(&in, &v);
+	CHECK(v.ok && !v.on_positions);
+	CHECK(hapg_request_retry_ms(&v, 1, 1) == -1);
+}
+
 /* A failover is for a cluster without a healthy leader, and needs a name. */
 TEST(failover_rules)
 {
@@ -919,6 +975,7 @@ run_steer_tests(void)
 	RUN(candidate_not_streaming);
 	RUN(candidate_lags);
 	RUN(no_replica_can_take_over);
+	RUN(refusal_on_positions_is_asked_again);
 	RUN(failover_rules);
 	RUN(failover_unknown_position);
 	RUN(pause_resume_idempotent);
