@@ -20,7 +20,9 @@ CREATE FUNCTION hapg_status(
     OUT worker_pid integer,
     OUT info_age interval,
     OUT paused boolean,
-    OUT pending_switchover text)
+    OUT pending_switchover text,
+    OUT failsafe_active boolean,
+    OUT failsafe_since timestamptz)
 RETURNS record
 AS 'MODULE_PATHNAME', 'hapg_status'
 LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;

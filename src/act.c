@@ -89,6 +89,9 @@ fence_reason(HapgWorker *w, const HapgDecision *d)
 	if (lv->exists && lv->holder[0] && strcmp(lv->holder, w->cfg.member) != 0)
 		return psprintf("%s: the leader Lease \"%s\" is held by \"%s\"",
 						d->reason, w->cfg.cluster, lv->holder);
+	/* failsafe could not keep it: say why */
+	if (d->renew_overdue && w->cfg.failsafe && w->fs.why[0])
+		return psprintf("%s; failsafe mode could not hold: %s", d->reason, w->fs.why);
 	return d->reason;
 }
 
@@ -193,7 +196,18 @@ act_write_lease(HapgWorker *w, const HapgDecisionInput *in, const HapgDecision *
 	const char *why;
 	long		status;
 	int64		sent_ms;
+	bool		from_failsafe;
 
+	/*
+	 * Taking a Lease whose holder may be writable in failsafe (heartbeat.c):
+	 * an expired one, or one a manual failover released (lsn 0; a clean
+	 * hand-over is released by the stopped leader itself).
+	 */
+	from_failsafe = d->action == HAPG_ACT_ACQUIRE && li->failsafe &&
+		(li->view.holder[0] != '\0' ?
+		 strcmp(li->view.holder, w->cfg.member) != 0 :
+		 li->has_handover && li->handover_lsn == 0 &&
+		 strcmp(li->handover_from, w->cfg.member) != 0);
 	strlcpy(old_holder, li->view.holder, sizeof(old_holder));
 	if (d->promote && li->has_handover && old_holder[0] == '\0')
 		strlcpy(old_holder, li->handover_from, sizeof(old_holder));
@@ -213,6 +227,8 @@ act_write_lease(HapgWorker *w, const HapgDecisionInput *in, const HapgDecision *
 			return HAPG_STOPPED;
 		}
 		w->last_renew_sent_ms = sent_ms;
+		if (d->action != HAPG_ACT_RENEW)
+			w->fs.took_failsafe = from_failsafe;
 		/* what the hand-over process may release: this renewal, as stored */
 		strlcpy(w->last_renew_time, w->lease.valid ? w->lease.info.view.renew_time : "",
 				sizeof(w->last_renew_time));

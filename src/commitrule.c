@@ -28,7 +28,8 @@ hapg_clock_us(void)
 /*
  * What the worker publishes: the fence deadline while it leads (extended
  * only by a successful Lease write, since only the send time of one that
- * succeeded bounds when others can see the Lease expire), never once it is
+ * succeeded bounds when others can see the Lease expire, or by a failsafe
+ * proof, and held back after taking a failsafe Lease), never once it is
  * not the leader or has fenced, and "unguarded" where hapg is not in charge.
  * A leader whose settings became unusable on a reload keeps its deadline:
  * its worker idles and renews no more, and others take over once the Lease
@@ -45,8 +46,14 @@ hapg_writable_until(const HapgWritableInput *in)
 	/* a leader whose settings a reload took away still holds a Lease */
 	if (in->leader && in->last_renew_sent_ms > 0)
 	{
+		/* the old leader may be writable until my hold ends (failsafe.c) */
+		if (in->hold_until_ms > 0 && in->now_ms < in->hold_until_ms)
+			return HAPG_WRITABLE_NEVER;
 		deadline_ms = hapg_fence_deadline_ms(in->last_renew_sent_ms, in->ttl_s,
 											 in->fence_margin_ms);
+		/* replication proves nobody can take over until then */
+		if (in->failsafe_until_ms > deadline_ms)
+			deadline_ms = in->failsafe_until_ms;
 		return deadline_ms > 0 ? (uint64_t) deadline_ms * 1000 : HAPG_WRITABLE_NEVER;
 	}
 	if (!in->configured || !in->in_cluster)

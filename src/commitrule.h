@@ -31,6 +31,9 @@ typedef struct HapgWritableInput
 	int64_t		last_renew_sent_ms; /* when the last successful Lease write was sent; 0 = none */
 	int			ttl_s;			/* hapg.ttl */
 	int64_t		fence_margin_ms;	/* hapg_fence_margin_ms(ttl) */
+	int64_t		failsafe_until_ms;	/* failsafe proof's end (failsafe.c); 0: none */
+	int64_t		hold_until_ms;	/* took a failsafe Lease: no writes before (0: none) */
+	int64_t		now_ms;			/* monotonic, for the hold */
 } HapgWritableInput;
 
 /* What the commit guard knows about one transaction at commit. */

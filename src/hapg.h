@@ -59,6 +59,7 @@ extern bool hapg_use_slots;
 extern int	hapg_switchover_timeout;
 extern bool hapg_lease_bounded_commits;
 extern bool hapg_lease_bounded_reads;
+extern bool hapg_failsafe_mode;
 
 /* The worker's settings in force: the last valid combination (settings.c). */
 typedef struct HapgConfig
@@ -73,6 +74,7 @@ typedef struct HapgConfig
 	int			loop_wait;
 	int			retry_timeout;
 	bool		timing_valid;
+	bool		failsafe;		/* hapg.failsafe_mode, and its settings hang together */
 	char		config_error[HAPG_MSG_LEN];
 } HapgConfig;
 
@@ -95,6 +97,7 @@ typedef struct HapgLocalState
 	XLogRecPtr	replay_lsn;
 	int			nsenders;
 	HapgMemberPos senders[HAPG_MAX_MEMBERS];	/* walsenders by application_name */
+	XLogRecPtr	rcv_written;	/* WAL receiver: written up to here (failsafe) */
 } HapgLocalState;
 
 extern void hapg_read_local_state(HapgLocalState *st);
@@ -138,6 +141,8 @@ typedef struct HapgShared
 	bool		paused;
 	HapgSwitchover switchover;	/* pending, as last read from the Lease */
 	char		handover_to[HAPG_NAME_LEN];	/* Lease released to it, or "" */
+	bool		failsafe_active;	/* writable past the fence deadline on a failsafe proof */
+	TimestampTz failsafe_since;
 	int			nmembers;
 	HapgMemberView members[HAPG_MAX_MEMBERS];	/* the member view (members.c) */
 	int			nhistory;

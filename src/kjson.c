@@ -320,6 +320,36 @@ parse_steering(json_object *obj, HapgLeaseInfo *out)
 	}
 }
 
+/*
+ * hapg.io/failsafe: {"members": [names]}.  Present but damaged, it still
+ * says failsafe: it lists nobody, so nobody takes the Lease on its own
+ * while its holder might rely on it.
+ */
+static void
+parse_failsafe(json_object *obj, HapgLeaseInfo *out)
+{
+	json_object *a;
+	json_object *list;
+	size_t		i;
+
+	if (jstr(jget(obj, "metadata", "annotations", HAPG_FAILSAFE_ANNOTATION)) == NULL)
+		return;
+	out->failsafe = true;
+	if ((a = json_annotation(obj, HAPG_FAILSAFE_ANNOTATION)) == NULL)
+		return;
+	list = jget(a, "members", NULL, NULL);
+	if (list && json_object_is_type(list, json_type_array))
+		for (i = 0; i < json_object_array_length(list) && out->nfailsafe < HAPG_MAX_MEMBERS; i++)
+		{
+			const char *name = jstr(json_object_array_get_idx(list, i));
+
+			if (name && hapg_valid_member_name(name) &&
+				copy_str(out->failsafe_members[out->nfailsafe], HAPG_NAME_LEN, name))
+				out->nfailsafe++;
+		}
+	json_object_put(a);
+}
+
 /* Extract what the protocol needs from a coordination.k8s.io/v1 Lease. */
 bool
 hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
@@ -376,6 +406,7 @@ hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
 	if (s)
 		parse_history(s, out);
 	parse_steering(obj, out);
+	parse_failsafe(obj, out);
 	return true;
 }
 
@@ -736,6 +767,7 @@ hapg_build_lease(json_object *existing, const HapgLeaseWrite *w)
 	set_annotation(ann, HAPG_CONFIG_ANNOTATION, w->config_json);
 	set_annotation(ann, HAPG_SWITCHOVER_ANNOTATION, w->switchover_json);
 	set_annotation(ann, HAPG_HANDOVER_ANNOTATION, w->handover_json);
+	set_annotation(ann, HAPG_FAILSAFE_ANNOTATION, w->failsafe_json);
 
 	spec = ensure_obj(obj, "spec");
 	set_str(spec, "holderIdentity", w->holder);
@@ -836,6 +868,23 @@ hapg_build_members_json(const HapgMemberPos *pos, int n)
 		set_str(m, "state", pos[i].state);
 		json_object_object_add(obj, pos[i].name, m);
 	}
+	out = dump(obj);
+	json_object_put(obj);
+	return out;
+}
+
+/* The hapg.io/failsafe annotation: the members a failsafe leader waits for. */
+char *
+hapg_build_failsafe_json(const char (*names)[HAPG_NAME_LEN], int n)
+{
+	json_object *obj = json_object_new_object();
+	json_object *list = json_object_new_array();
+	char	   *out;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		json_object_array_add(list, json_object_new_string(names[i]));
+	json_object_object_add(obj, "members", list);
 	out = dump(obj);
 	json_object_put(obj);
 	return out;

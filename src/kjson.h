@@ -23,6 +23,7 @@
 #define HAPG_CONFIG_ANNOTATION "hapg.io/config"
 #define HAPG_SWITCHOVER_ANNOTATION "hapg.io/switchover"
 #define HAPG_HANDOVER_ANNOTATION "hapg.io/handover"
+#define HAPG_FAILSAFE_ANNOTATION "hapg.io/failsafe"
 
 
 /* A parsed Lease: the protocol fields plus the leader's annotations. */
@@ -43,6 +44,9 @@ typedef struct HapgLeaseInfo
 	char		handover_to[HAPG_NAME_LEN];
 	uint64_t	handover_lsn;
 	char		handover_reason[HAPG_WORD_LEN * 2];
+	bool		failsafe;		/* hapg.io/failsafe: the holder may use failsafe mode */
+	int			nfailsafe;		/* its member list (a damaged one lists nobody) */
+	char		failsafe_members[HAPG_MAX_MEMBERS][HAPG_NAME_LEN];
 } HapgLeaseInfo;
 
 /* A parsed member Pod: its role label and its hapg.io/status annotation. */
@@ -89,6 +93,7 @@ typedef struct HapgLeaseWrite
 	const char *config_json;
 	const char *switchover_json;
 	const char *handover_json;
+	const char *failsafe_json;	/* hapg.io/failsafe */
 } HapgLeaseWrite;
 
 /* An edit of a Lease by a member that does not hold it (SQL requests). */
@@ -136,6 +141,7 @@ extern char *hapg_build_candidacy_patch(const char *term, bool eligible,
 										uint64_t lsn, int timeline,
 										int priority);
 extern char *hapg_build_members_json(const HapgMemberPos *pos, int n);
+extern char *hapg_build_failsafe_json(const char (*names)[HAPG_NAME_LEN], int n);
 extern void hapg_format_microtime(int64_t unix_us, char *buf, int buflen);
 
 #endif							/* HAPG_KJSON_H */

@@ -343,6 +343,7 @@ kube_request(KubeClient *kc, const char *method, const char *path, const char *c
 			curl_easy_getinfo(kc->req_easy, CURLINFO_RESPONSE_CODE, &resp->status);
 		hapg_metrics_api_request(method, rc == CURLE_OK ? resp->status : 0, resp->seconds);
 
+		kc->last_status = rc == CURLE_OK ? resp->status : 0;
 		if (rc != CURLE_OK)
 		{
 			transport_error(kc, resp, rc, &buf, method, path, errbuf);

@@ -42,6 +42,7 @@ typedef struct KubeClient
 	char		ca_path[MAXPGPATH];
 	int			req_timeout_ms;
 	int64		req_deadline_ms;	/* monotonic; 0 = none */
+	long		last_status;	/* the last request's HTTP status, 0: no answer */
 
 	char		token[8192];
 	bool		token_loaded;

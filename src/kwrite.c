@@ -102,6 +102,7 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 	HapgLeaseWrite lw;
 	char		now_str[40];
 	char	   *members;
+	char	   *failsafe;
 	char	   *body;
 	KubeResponse r;
 	long		status;
@@ -123,6 +124,8 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 	lw.leader_timeline = w->local.timeline;
 	members = hapg_build_members_json(w->local.senders, w->local.nsenders);
 	lw.members_json = members;
+	failsafe = hapg_failsafe_before_write(w, d->action != HAPG_ACT_RELEASE);
+	lw.failsafe_json = failsafe ? failsafe : "";
 	if (d->action == HAPG_ACT_ACQUIRE || d->action == HAPG_ACT_CREATE)
 	{
 		/* a new leader: a hand-over is done, an old switchover request void */
@@ -143,6 +146,7 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 	}
 	body = hapg_build_lease(d->action == HAPG_ACT_CREATE ? NULL : w->lease.obj, &lw);
 	free(members);
+	free(failsafe);
 	if (body == NULL)
 	{
 		hapg_api_error(w, "out of memory building the Lease");
@@ -190,6 +194,7 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 		else
 		{
 			hapg_adopt_lease(w, obj, *sent_ms, hapg_mono_ms(), true);
+			hapg_failsafe_after_write(w, true);
 			json_object_put(obj);
 		}
 	}

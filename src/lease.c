@@ -308,6 +308,28 @@ decide_election(const HapgDecisionInput *in, HapgDecision *out)
 }
 
 /*
+ * Failsafe mode: an expired Lease whose holder may still be writable, since
+ * this member heard from it over replication lately (or is not in its
+ * member list, so the holder does not wait for it), is left alone.
+ */
+static bool
+failsafe_hold(const HapgDecisionInput *in, HapgDecision *out, HapgRole role)
+{
+	if (in->failsafe_hold_ms == 0)
+		return false;
+	out->role = role;
+	out->failsafe_held = true;
+	if (in->failsafe_hold_ms > 0)
+	{
+		out->wake_in_ms = in->failsafe_hold_ms + 1;
+		out->reason = "failsafe: the leader was heard over replication lately and may still be writable";
+	}
+	else
+		out->reason = "failsafe: not in the leader's member list; not taking it";
+	return true;
+}
+
+/*
  * The decision table.  Rows are checked in order and the first match wins:
  * the safety of a primary first (fence or release), then the Lease itself,
  * then failover for standbys.
@@ -324,6 +346,9 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 	int64_t		fence_at = hapg_fence_deadline_ms(in->last_renew_sent_ms, in->ttl_s,
 												  in->fence_margin_ms);
 
+	/* replication proves that nobody can take over before then */
+	if (in->failsafe_until_ms > fence_at)
+		fence_at = in->failsafe_until_ms;
 	memset(out, 0, sizeof(*out));
 	out->action = HAPG_ACT_NONE;
 	out->wake_in_ms = -1;
@@ -466,6 +491,8 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 
 	/* 5. Someone else's Lease, or nobody's. */
 	out->lost_lease = in->was_leader;
+	if (primary && failsafe_hold(in, out, HAPG_ROLE_UNLEASED_PRIMARY))
+		return;
 	if (primary)
 	{
 		/* a valid foreign Lease was handled in row 1 */
@@ -497,6 +524,8 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 			out->reason = "hand-over to me: waiting for the old leader's last WAL";
 			return;
 		}
+		if (failsafe_hold(in, out, HAPG_ROLE_REPLICA))
+			return;
 		out->action = HAPG_ACT_ACQUIRE;
 		out->promote = true;
 		out->role = HAPG_ROLE_LEADER;
@@ -510,6 +539,8 @@ hapg_lease_decide(const HapgDecisionInput *in, HapgDecision *out)
 		out->reason = "following the Lease holder";
 		return;
 	}
+	if (failsafe_hold(in, out, HAPG_ROLE_REPLICA))
+		return;
 	if (in->paused)
 	{
 		out->reason = "paused: no automatic failover";

@@ -18,6 +18,7 @@ typedef struct HapgMemberPos
 	char		name[HAPG_NAME_LEN];
 	uint64_t	lsn;
 	char		state[HAPG_WORD_LEN];
+	uint64_t	write_lsn;		/* received (a walsender's write), 0 if unknown */
 } HapgMemberPos;
 
 #define HAPG_MAX_HISTORY 16
@@ -118,6 +119,10 @@ typedef struct HapgDecisionInput
 	bool		has_handover;	/* released for a hand-over to handover_to */
 	const char *handover_to;
 	uint64_t	handover_lsn;	/* the target must have received this much */
+
+	/* failsafe mode (failsafe.c) */
+	int64_t		failsafe_until_ms;	/* a leader's proof: writable until then (0: none) */
+	int64_t		failsafe_hold_ms;	/* hapg_failsafe_hold_ms: leave an expired Lease alone */
 } HapgDecisionInput;
 
 typedef struct HapgDecision
@@ -128,6 +133,7 @@ typedef struct HapgDecision
 	bool		eligible;		/* with CANDIDACY: may I be promoted? */
 	bool		lost_lease;		/* I was leader and someone else holds it now */
 	bool		renew_overdue;	/* I am leader but my last renewal is too old */
+	bool		failsafe_held;	/* an expired Lease left alone (failsafe mode) */
 	int64_t		expires_in_ms;	/* time left on the Lease as I judge it */
 	int64_t		wake_in_ms;		/* decide again after this long (-1: no wish) */
 	char		term[HAPG_RV_LEN];	/* election term: the expired Lease's version */

@@ -55,12 +55,14 @@ read_walsenders(HapgLocalState *st)
 		pid_t		pid;
 		WalSndState state;
 		XLogRecPtr	flush;
+		XLogRecPtr	write;
 		HapgMemberPos *p = &st->senders[st->nsenders];
 
 		SpinLockAcquire(&ws->mutex);
 		pid = ws->pid;
 		state = ws->state;
 		flush = ws->flush;
+		write = ws->write;
 		SpinLockRelease(&ws->mutex);
 		if (pid == 0)
 			continue;
@@ -69,6 +71,7 @@ read_walsenders(HapgLocalState *st)
 			!hapg_valid_member_name(p->name))
 			continue;
 		p->lsn = flush;
+		p->write_lsn = write;
 		strlcpy(p->state, state == WALSNDSTATE_STREAMING ? "streaming" :
 				state == WALSNDSTATE_CATCHUP ? "catchup" :
 				state == WALSNDSTATE_BACKUP ? "backup" :
@@ -85,6 +88,15 @@ hapg_read_local_state(HapgLocalState *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->in_recovery = RecoveryInProgress();
+
+	/*
+	 * WAL received from the primary, kept after the receiver exits; read
+	 * after RecoveryInProgress, so that on a promoted server (whose
+	 * receiver stopped before recovery ended) it is the receiver's last word
+	 * (failsafe mode's write hold).
+	 */
+	if (WalRcv != NULL)
+		st->rcv_written = GetWalRcvWriteRecPtr();
 	if (!st->in_recovery)
 	{
 		st->lsn = GetFlushRecPtr(&st->timeline);

@@ -5,6 +5,7 @@
  *		(the last combination that passed the timing rule).
  */
 #include "hapg.h"
+#include "failsafe.h"
 #include "kube.h"
 
 #include <limits.h>
@@ -12,6 +13,7 @@
 
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
+#include "replication/walreceiver.h"
 #include "utils/guc.h"
 
 char	   *hapg_cluster_name = NULL;
@@ -33,6 +35,7 @@ bool		hapg_use_slots = true;
 int			hapg_switchover_timeout = 60;
 bool		hapg_lease_bounded_commits = true;
 bool		hapg_lease_bounded_reads = false;
+bool		hapg_failsafe_mode = false;
 
 /* Names hapg sends to Kubernetes must be names Kubernetes accepts. */
 static bool
@@ -304,6 +307,11 @@ hapg_define_settings(void)
 							 "Refuse reads on a primary whose leader Lease could have expired (linearizable reads).",
 							 NULL, &hapg_lease_bounded_reads, false, PGC_USERSET, 0,
 							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("hapg.failsafe_mode",
+							 "Keep a leader that cannot renew its Lease writable while every member streams from it.",
+							 "The leader's value governs the cluster; see the README, \"Failsafe mode\".",
+							 &hapg_failsafe_mode, false, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hapg");
 }
 
@@ -313,6 +321,27 @@ hapg_kube_configure(KubeClient *kc, int retry_timeout_s)
 {
 	kube_configure(kc, hapg_effective_url(), hapg_token_file, hapg_ca_file,
 				   Max(500, retry_timeout_s * 1000 / 2));
+}
+
+/*
+ * hapg.failsafe_mode, if the settings it relies on allow it; otherwise
+ * plain fencing, said once per change.
+ */
+static void
+load_failsafe(HapgConfig *cfg)
+{
+	const char *err = hapg_failsafe_mode ?
+		hapg_failsafe_settings_error(cfg->ttl, hapg_lease_bounded_commits,
+									 wal_receiver_status_interval) : NULL;
+	bool		on = hapg_failsafe_mode && err == NULL;
+
+	if (err && (cfg->failsafe || !cfg->ready))
+		ereport(WARNING,
+				(errmsg("hapg: failsafe mode is off: %s", err),
+				 errhint("Without it, a leader that cannot renew its Lease fences itself; fix the setting and reload.")));
+	else if (on != cfg->failsafe && cfg->ready)
+		ereport(LOG, (errmsg("hapg: failsafe mode is %s", on ? "on" : "off")));
+	cfg->failsafe = on;
 }
 
 /*
@@ -380,6 +409,7 @@ hapg_load_config(HapgConfig *cfg, bool first)
 	strlcpy(cfg->role_label, hapg_role_label, sizeof(cfg->role_label));
 	strlcpy(cfg->connect_address, hapg_effective_connect_address(),
 			sizeof(cfg->connect_address));
+	load_failsafe(cfg);
 	if (!cfg->ready)
 		ereport(LOG,
 				(errmsg("hapg: member \"%s\" of cluster \"%s\" in namespace \"%s\", API %s, ttl %ds, loop_wait %ds, retry_timeout %ds",

@@ -47,6 +47,10 @@ hapg_publish_writable(HapgWorker *w, bool leader)
 	in.last_renew_sent_ms = w->last_renew_sent_ms;
 	in.ttl_s = w->cfg.ttl;
 	in.fence_margin_ms = hapg_fence_margin_ms(w->cfg.ttl);
+	hapg_failsafe_note_heard(w);
+	in.failsafe_until_ms = hapg_failsafe_until(w);
+	in.hold_until_ms = hapg_failsafe_hold_until(w);
+	in.now_ms = hapg_mono_ms();
 	hapg_set_writable_until(hapg_writable_until(&in));
 }
 
@@ -161,6 +165,8 @@ hapg_publish_shared(HapgWorker *w)
 	strlcpy(s->handover_to,
 			li->view.exists && li->view.holder[0] == '\0' && li->has_handover ? li->handover_to : "",
 			sizeof(s->handover_to));
+	s->failsafe_active = w->fs.active;
+	s->failsafe_since = w->fs.active ? w->fs.active_since : 0;
 	s->nhistory = Min(li->nhistory, HAPG_MAX_HISTORY);
 	memcpy(s->history, li->history, sizeof(HapgHistoryEntry) * s->nhistory);
 	s->nmembers = n;

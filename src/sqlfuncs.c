@@ -61,8 +61,8 @@ Datum
 hapg_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[18];
-	bool		nulls[18];
+	Datum		values[19];
+	bool		nulls[19];
 	HapgShared	s;
 	TimestampTz now = GetCurrentTimestamp();
 	int64		age_ms;
@@ -108,6 +108,9 @@ hapg_status(PG_FUNCTION_ARGS)
 		values[16] = CStringGetTextDatum(psprintf("handing over to \"%s\"", s.handover_to));
 	else
 		nulls[16] = true;
+	values[17] = BoolGetDatum(s.failsafe_active);
+	values[18] = TimestampTzGetDatum(s.failsafe_since);
+	nulls[18] = !s.failsafe_active;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 

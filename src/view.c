@@ -506,14 +506,18 @@ hapg_member_view(HapgWorker *w, HapgMemberView *mv, bool for_decision, HapgLeade
 
 /*
  * When this leader must have fenced itself if no renewal succeeds, or 0
- * when it holds no Lease to protect.  The place to derive a published
- * "writable until" from.
+ * when it holds no Lease to protect: the plain deadline, or a failsafe
+ * proof's end if later.  The place to derive a published "writable until"
+ * from.
  */
 int64
 hapg_fence_deadline(HapgWorker *w)
 {
+	int64		plain;
+
 	if (!w->was_leader || w->last_renew_sent_ms <= 0)
 		return 0;
-	return hapg_fence_deadline_ms(w->last_renew_sent_ms, w->cfg.ttl,
-								  hapg_fence_margin_ms(w->cfg.ttl));
+	plain = hapg_fence_deadline_ms(w->last_renew_sent_ms, w->cfg.ttl,
+								   hapg_fence_margin_ms(w->cfg.ttl));
+	return Max(plain, hapg_failsafe_until(w));
 }

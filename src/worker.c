@@ -106,8 +106,13 @@ phase_observe(HapgWorker *w)
 		return false;			/* the postmaster is shutting down */
 	hapg_check_promotion(w);
 
-	/* a leader's requests must all end before its fence deadline */
+	/*
+	 * A leader's requests must all end before its fence deadline; in
+	 * failsafe within a second, so that its heartbeats go on.
+	 */
 	deadline = hapg_fence_deadline(w);
+	if (hapg_failsafe_until(w) > 0)
+		deadline = Min(deadline, hapg_mono_ms() + HAPG_FAILSAFE_REQUEST_MS);
 	kube_set_deadline(&w->kube, !w->local.in_recovery && !w->lease.info.paused ? deadline : 0);
 
 	hapg_refresh_view(w);
@@ -158,6 +163,9 @@ fill_input(HapgWorker *w, HapgDecisionInput *in)
 	in->has_handover = li->has_handover;
 	in->handover_to = li->handover_to;
 	in->handover_lsn = li->handover_lsn;
+	hapg_failsafe_note_heard(w);
+	in->failsafe_until_ms = hapg_failsafe_until(w);
+	in->failsafe_hold_ms = hapg_failsafe_hold(w, in->now_ms);
 	in->ncand = 0;
 	in->cand = w->election_peers;
 	for (i = 0; i < w->pods.n && in->ncand < HAPG_MAX_MEMBERS; i++)
@@ -205,6 +213,7 @@ record_decision(HapgWorker *w, const HapgDecisionInput *in, const HapgDecision *
 				(errmsg("hapg: member \"%s\" lost the leader Lease \"%s\" to \"%s\"",
 						w->cfg.member, w->cfg.cluster,
 						w->lease.info.view.holder[0] ? w->lease.info.view.holder : "(nobody)")));
+	hapg_failsafe_log_hold(w, d);
 	if (d->wake_in_ms >= 0)
 		w->decision_wake_ms = in->now_ms + d->wake_in_ms;
 	w->was_leader = (d->role == HAPG_ROLE_LEADER);
@@ -388,6 +397,9 @@ phase_wait(HapgWorker *w)
 	}
 	if (w->promoting)
 		timeout = Min(timeout, PROMOTING_WAIT_MS);
+	/* a leader in failsafe beats; a member holding its writes looks again */
+	if (hapg_failsafe_wait_ms(w, now) >= 0)
+		timeout = Min(timeout, hapg_failsafe_wait_ms(w, now));
 	wait_for_work(&w->kube, Min(timeout, MAX_WAIT_MS));
 }
 
@@ -399,7 +411,11 @@ phase_wait(HapgWorker *w)
 static void
 phase_wake_up(HapgWorker *w)
 {
-	int64		deadline = hapg_fence_deadline(w);
+	int64		deadline;
+
+	if (w->cfg.ready)
+		hapg_failsafe_round(w);
+	deadline = hapg_fence_deadline(w);
 
 	if (w->promoting && !RecoveryInProgress())
 		w->wake = true;			/* writable now: publish the new leader at once */
@@ -519,6 +535,7 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 	w->loop_cxt = AllocSetContextCreate(TopMemoryContext, "hapg loop",
 										ALLOCSET_DEFAULT_SIZES);
 	hapg_view_start(w);
+	hapg_failsafe_start(w);
 	load_settings(w, true);
 	ereport(LOG, (errmsg("hapg: worker started (version %s)", HAPG_VERSION)));
 	hapg_log_action_table(DEBUG1);

@@ -12,6 +12,7 @@
 #define HAPG_WORKER_H
 
 #include "hapg.h"
+#include "failsafe.h"
 #include "kube.h"
 #include "members.h"
 
@@ -38,6 +39,28 @@ typedef struct HapgPodCache
 	TimestampTz seen_at[HAPG_MAX_MEMBERS];
 	char		rv[HAPG_RV_LEN];
 } HapgPodCache;
+
+/* Failsafe mode, the worker's side (heartbeat.c); the rules are failsafe.c's. */
+typedef struct HapgFailsafeState
+{
+	/* leader: whom a proof must hear, and what it heard */
+	char		required[HAPG_MAX_MEMBERS][HAPG_NAME_LEN];	/* every list possibly in the Lease */
+	int			nrequired;
+	char		writing[HAPG_MAX_MEMBERS][HAPG_NAME_LEN];	/* the list of the write under way */
+	int			nwriting;
+	bool		published;		/* every version of the Lease I may hold carries a list */
+	HapgBeats	beats;
+	int64		last_beat_ms;
+	int64		until_ms;		/* the proof's end, 0: none */
+	bool		active;			/* writable past the fence deadline on the proof */
+	TimestampTz active_since;
+	char		why[HAPG_MSG_LEN];	/* without a proof: why not */
+	/* every member: the last new WAL received from the leader */
+	XLogRecPtr	rcv_written;	/* the WAL receiver's write position, as last read */
+	int64		heard_ms;		/* when that moved (or the worker started) */
+	bool		took_failsafe;	/* my Lease was taken from a failsafe holder */
+	char		held_term[HAPG_RV_LEN];	/* the expired Lease I last said I leave alone */
+} HapgFailsafeState;
 
 /* Everything the worker remembers; no other mutable state in the worker. */
 typedef struct HapgWorker
@@ -102,6 +125,8 @@ typedef struct HapgWorker
 	int64		logged_error_ms;
 	int64		outage_start_ms;	/* first error of the current outage, or 0 */
 
+	HapgFailsafeState fs;		/* failsafe mode (heartbeat.c) */
+
 	MemoryContext loop_cxt;		/* reset after every pass of the loop */
 } HapgWorker;
 
@@ -157,6 +182,18 @@ extern void hapg_follow_leader(HapgWorker *w);
 extern void hapg_keep_slots(HapgWorker *w, bool leader);
 extern void hapg_on_shutdown_request(HapgWorker *w);
 extern void hapg_forget_cancelled_handover(void);
+
+/* heartbeat.c: failsafe mode's heartbeats, proof and patience */
+extern void hapg_failsafe_start(HapgWorker *w);
+extern void hapg_failsafe_note_heard(HapgWorker *w);
+extern char *hapg_failsafe_before_write(HapgWorker *w, bool holding);
+extern void hapg_failsafe_after_write(HapgWorker *w, bool stored);
+extern void hapg_failsafe_round(HapgWorker *w);
+extern void hapg_failsafe_log_hold(HapgWorker *w, const HapgDecision *d);
+extern int64 hapg_failsafe_until(HapgWorker *w);
+extern int64 hapg_failsafe_hold(HapgWorker *w, int64 now);
+extern int64 hapg_failsafe_hold_until(HapgWorker *w);
+extern int64 hapg_failsafe_wait_ms(HapgWorker *w, int64 now);
 
 /* request.c: the worker's side of the SQL request channel */
 extern void hapg_serve_requests(HapgWorker *w);

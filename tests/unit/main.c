@@ -15,6 +15,7 @@ main(void)
 	run_members_tests();
 	run_common_tests();
 	run_http_tests();
+	run_failsafe_tests();
 	printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

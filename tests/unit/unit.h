@@ -35,5 +35,6 @@ extern void run_commitrule_tests(void);
 extern void run_members_tests(void);
 extern void run_common_tests(void);
 extern void run_http_tests(void);
+extern void run_failsafe_tests(void);
 
 #endif
