@@ -70,7 +70,9 @@ CLI
 ---
   /usr/bin/python3 bench/chaos.py --faults N --seed S [--kinds a,b,...]
       [--skip-kinds a,b] [--from K] [--recovery-bound 60] [--json F]
-      [--markdown] [--keep]
+      [--markdown] [--keep] [--failsafe]
+--failsafe runs every member with hapg.failsafe_mode = on: the api-* faults
+then keep the leader (no failover) and everything else is judged the same.
 The schedule (kind and parameters of every fault) is drawn from the seed
 before anything runs and printed; `--from K` runs only faults K.. of the
 same schedule, to replay a failing one.  Prints one line per fault, a
@@ -511,7 +513,8 @@ class Campaign:
         self.gen += 1
         ChaosCluster.partitioner = self.part
         c = ChaosCluster(n=3, name='chaos', profile=PROFILE, launcher=True, member_ports=True,
-                         keep=self.args.keep)
+                         keep=self.args.keep,
+                         extra_conf={'hapg.failsafe_mode': 'on'} if self.args.failsafe else None)
         c.start(timeout=180)
         self.c = c
         self.log_pos = {m: 0 for m in c.names}
@@ -1152,6 +1155,8 @@ def main():
     ap.add_argument('--json', default=None, help='write every fault\'s figures here')
     ap.add_argument('--markdown', action='store_true')
     ap.add_argument('--keep', action='store_true', help='keep the cluster files')
+    ap.add_argument('--failsafe', action='store_true',
+                    help='run the members with hapg.failsafe_mode = on')
     ap.add_argument('--from-json', dest='from_json', default=None,
                     help='run nothing: print the table and summary of a saved --json file')
     args = ap.parse_args()
@@ -1181,9 +1186,11 @@ def main():
     if 'replica-partition' in kinds and not camp.part.ok:
         ap.error('replica-partition needs cgroup v2 and iptables: %s' % camp.part.why)
     schedule = make_schedule(args.seed, args.faults, kinds)
-    cmd = '/usr/bin/python3 bench/chaos.py --faults %d --seed %d --kinds %s' % (
-        args.faults, args.seed, ','.join(kinds))
-    print('chaos: seed %d, %d faults, kinds %s' % (args.seed, args.faults, ','.join(kinds)), flush=True)
+    cmd = '/usr/bin/python3 bench/chaos.py --faults %d --seed %d --kinds %s%s' % (
+        args.faults, args.seed, ','.join(kinds), ' --failsafe' if args.failsafe else '')
+    print('chaos: seed %d, %d faults, kinds %s%s' % (args.seed, args.faults, ','.join(kinds),
+                                                   ', failsafe mode on' if args.failsafe else ''),
+          flush=True)
     shown = schedule[args.start:args.start + 40]
     print('chaos: schedule: %s%s' % (' '.join('%d:%s' % (i + args.start, k) for i, (k, _) in
                                               enumerate(shown)),

@@ -246,6 +246,7 @@ class Writer:
         self.fail_error = None
         self.last_ok = None
         self.oks = 0
+        self.ok_times = []              # every success (bench/outage.py)
         self.stop_ev = threading.Event()
         self.t = threading.Thread(target=self._run, daemon=True, name='writer-' + label)
 
@@ -287,6 +288,7 @@ class Writer:
             if err is None:
                 self.last_ok = t
                 self.oks += 1
+                self.ok_times.append(t)
                 if armed and self.first_ok is None:
                     self.first_ok = t
                     if self.stop_on == 'ok':
@@ -391,6 +393,7 @@ class System:
 
 class HapgSystem(System):
     name = 'hapg'
+    extra_conf = HAPG_EXTRA_CONF
 
     def __init__(self, prof):
         self.prof = prof
@@ -398,7 +401,7 @@ class HapgSystem(System):
 
     def start(self):
         ttl = self.prof['ttl']
-        self.c = harness.Cluster(n=3, name='fo', profile=self.prof, extra_conf=HAPG_EXTRA_CONF)
+        self.c = harness.Cluster(n=3, name='fo', profile=self.prof, extra_conf=self.extra_conf)
         self.c.start()
         self.leader = self.c.wait_leader(timeout=3 * ttl + 20)
         harness.wait_for(lambda: self.c.m(self.leader).running() and not self.c.in_recovery(self.leader),
@@ -448,6 +451,7 @@ class HapgSystem(System):
 
 class PatroniSystem(System):
     name = 'Patroni'
+    dcs_extra = {}
 
     def __init__(self, prof):
         self.prof = prof
@@ -471,7 +475,7 @@ class PatroniSystem(System):
                                 self.d.ca_file, list(tokens), admin_token=harness.ADMIN_TOKEN,
                                 scope='pat', ttl=ttl, loop_wait=self.prof['loop_wait'],
                                 retry_timeout=self.prof['retry_timeout'], member_names=self.members,
-                                log_level='INFO')
+                                log_level='INFO', dcs_extra=self.dcs_extra)
         self.c.start()
         self.leader = self.c.wait_leader(6 * ttl + 60)
         self.leader = self.c.wait_steady(6 * ttl + 60)
@@ -597,19 +601,27 @@ def run_once(system_cls, prof, scenario, delay):
         return r
     except BaseException:
         failed = True
-        try:
-            log('run failed; last log lines:\n' + s.logs())
-        except Exception:  # noqa: BLE001
-            pass
+        log_failure(s)
         raise
     finally:
-        for w in writers:
-            w.stop()
-        if old_w is not None:
-            old_w.stop()
-        if watch is not None:
-            watch.stop()
-        s.stop(failed=failed)
+        stop_run(s, writers + ([old_w] if old_w is not None else []), watch, failed)
+
+
+def log_failure(s):
+    """A failed run's last log lines, to stderr (never raises)."""
+    try:
+        log('run failed; last log lines:\n' + s.logs())
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def stop_run(s, writers, watch, failed):
+    """Stop a run's writers, its watch and its system (files kept if it failed)."""
+    for w in writers:
+        w.stop()
+    if watch is not None:
+        watch.stop()
+    s.stop(failed=failed)
 
 
 # --------------------------------------------------------------------------

@@ -204,6 +204,19 @@ hapg_metrics_api_request(const char *method, long status, double seconds)
 	SpinLockRelease(&http_shared->mutex);
 }
 
+/* An event arrived on a watch: the API answered (hapg_metrics_note_answer). */
+void
+hapg_metrics_watch_event(void)
+{
+	double		now = unix_now();
+
+	if (!counters_attached())
+		return;
+	SpinLockAcquire(&http_shared->mutex);
+	hapg_metrics_note_answer(&http_shared->metrics, now);
+	SpinLockRelease(&http_shared->mutex);
+}
+
 /* One run of the main worker's loop. */
 void
 hapg_metrics_loop(double seconds)
@@ -390,6 +403,7 @@ take_snapshot(HttpServer *srv)
 	strlcpy(v->last_error, s->last_error, sizeof(v->last_error));
 	v->lease_transitions = s->lease_transitions;
 	v->lease_known = s->leader[0] && s->lease_info_at;
+	v->failsafe_active = s->failsafe_active;
 	if (v->lease_known)
 		v->lease_left_s = Max(0, s->lease_expires_in_ms - (now - s->lease_info_at) / 1000) / 1000.0;
 	v->info_age_s = s->last_loop ? (now - s->last_loop) / 1e6 : -1;

@@ -24,6 +24,7 @@ extern void hapg_http_init(const char *library_name);
 
 /* Counters, for the main worker (cheap: a spinlock and a few additions). */
 extern void hapg_metrics_api_request(const char *method, long status, double seconds);
+extern void hapg_metrics_watch_event(void);
 extern void hapg_metrics_loop(double seconds);
 extern void hapg_metrics_event(HapgMetricEvent ev);
 

@@ -209,21 +209,26 @@ lag_of(const HapgHttpView *v, uint64_t lsn)
 }
 
 /*
- * The primary: a server out of recovery that holds a valid Lease and takes
- * writes (a new session is not read-only).  Readiness of a primary, and
- * /primary, /leader, /master, /read-write.
+ * The primary: a server out of recovery that holds a valid Lease (or is
+ * writable past it in failsafe mode: the API is down, replication proves
+ * nobody else can take over) and takes writes (a new session is not
+ * read-only).  Readiness of a primary, and /primary, /leader, /master,
+ * /read-write.
  */
 bool
 hapg_is_primary(const HapgHttpView *v, char *why, size_t whylen)
 {
+	bool		valid = v->lease_known && v->lease_left_s > 0;
+
 	if (v->in_recovery)
 	{
 		snprintf(why, whylen, "a standby, not the primary");
 		return false;
 	}
-	if (v->role == HAPG_ROLE_LEADER && v->lease_known && v->lease_left_s > 0 && !v->read_only)
+	if (v->role == HAPG_ROLE_LEADER && (valid || v->failsafe_active) && !v->read_only)
 	{
-		snprintf(why, whylen, "the leader, accepting writes");
+		snprintf(why, whylen, "%s", valid ? "the leader, accepting writes" :
+				 "the leader, accepting writes in failsafe mode (its Lease cannot be renewed)");
 		return true;
 	}
 	snprintf(why, whylen, "a primary without a valid Lease (hapg role %s, lease valid %s, transaction_read_only %s)",
@@ -407,9 +412,10 @@ member_json(HapgBuf *b, const HapgHttpView *v, const char *why)
 		hapg_buf_printf(b, "%.3f", v->lease_left_s);
 	else
 		hapg_buf_printf(b, "null");
-	hapg_buf_printf(b, ", \"api_ok\": %s, \"pending_restart\": %s, \"nofailover\": %s, \"failover_priority\": %d",
+	hapg_buf_printf(b, ", \"api_ok\": %s, \"pending_restart\": %s, \"nofailover\": %s, \"failover_priority\": %d, \"failsafe_active\": %s",
 					v->api_ok ? "true" : "false", v->pending_restart ? "true" : "false",
-					v->nofailover ? "true" : "false", v->failover_priority);
+					v->nofailover ? "true" : "false", v->failover_priority,
+					v->failsafe_active ? "true" : "false");
 	if (v->pending_switchover[0])
 	{
 		hapg_buf_printf(b, ", \"pending_switchover\": ");
@@ -629,9 +635,11 @@ hapg_render_metrics(const HapgHttpView *v, bool openmetrics, HapgBuf *b)
 	gauge(&o, "hapg_paused", "1 if the cluster is paused (no automatic failover)", v->paused);
 	gauge(&o, "hapg_cluster_unlocked", "1 if no member holds the leader Lease", v->leader[0] == '\0');
 	gauge(&o, "hapg_api_last_success_timestamp_seconds",
-		  "Last answer from the Kubernetes API that was not an error or a time-out, Unix time; 0: never",
+		  "Last answer from the Kubernetes API (a request's that was not an error or a time-out, or a watch event), Unix time; 0: never",
 		  m->last_api_success_unix);
 	gauge(&o, "hapg_api_ok", "1 if every Kubernetes API call of the last loop succeeded", v->api_ok);
+	gauge(&o, "hapg_failsafe_active", "1 if this leader is writable past its Lease on a failsafe proof",
+		  v->failsafe_active);
 	gauge(&o, "hapg_pending_restart", "1 if a changed setting needs a restart of PostgreSQL",
 		  v->pending_restart);
 	gauge(&o, "hapg_failover_priority", "hapg.failover_priority of this member (0: never promoted)",

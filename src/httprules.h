@@ -72,6 +72,7 @@ typedef struct HapgHttpView
 	int			lease_transitions;
 	bool		lease_known;	/* a holder and an expiry are known */
 	double		lease_left_s;	/* time left on the Lease (>= 0) */
+	bool		failsafe_active;	/* writable past it on a failsafe proof */
 	double		info_age_s;		/* since the main worker's last report; -1: never */
 	int64_t		loop_count;
 	int			worker_pid;		/* 0: none */

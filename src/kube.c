@@ -496,6 +496,7 @@ watch_line(void *arg, const char *line, size_t len)
 
 	if (hapg_parse_watch_event(line, len, type, sizeof(type), &obj, err, sizeof(err)))
 	{
+		hapg_metrics_watch_event();
 		w->fn(w->arg, type, obj);
 		json_object_put(obj);
 	}

@@ -56,6 +56,17 @@ hapg_histogram_observe(HapgHistogram *h, const double *bounds, int nbounds,
 }
 
 /*
+ * An event on a watch is an answer from the API too: a standby that only
+ * watches (the leader's renewals arrive as events) may send no request for
+ * many loops while the API is perfectly healthy.
+ */
+void
+hapg_metrics_note_answer(HapgMetrics *m, double now_unix)
+{
+	m->last_api_success_unix = now_unix;
+}
+
+/*
  * One Kubernetes API request: its (verb, status) counter, the duration
  * histogram, and the time of the last answer that was not an error.
  */
@@ -86,7 +97,7 @@ hapg_metrics_count_api(HapgMetrics *m, HapgApiVerb verb, long code,
 	hapg_histogram_observe(&m->api_seconds, hapg_api_seconds_bounds,
 						   hapg_api_seconds_nbounds, seconds);
 	if (code >= 200 && code < 500)
-		m->last_api_success_unix = now_unix;
+		hapg_metrics_note_answer(m, now_unix);
 }
 
 /*

@@ -68,6 +68,7 @@ extern void hapg_histogram_observe(HapgHistogram *h, const double *bounds,
 								   int nbounds, double value);
 extern int	hapg_election_settled(bool *standing, const char *term, const char *rv,
 								  const char *holder, const char *me);
+extern void hapg_metrics_note_answer(HapgMetrics *m, double now_unix);
 extern void hapg_metrics_count_api(HapgMetrics *m, HapgApiVerb verb, long code,
 								   double seconds, double now_unix);
 

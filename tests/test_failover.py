@@ -224,11 +224,9 @@ def cl(make_cluster):
     return c
 
 
-@pytest.fixture(autouse=True)
-def healthy_start(cl):
-    """Undo what an earlier (possibly failed) test left behind, then wait for
-    a healthy cluster; yields its leader."""
-    c = cl
+def undo_faults(c):
+    """The double's faults cleared, every member's API port open, every
+    setting a test overrode put back (reloaded where the member runs)."""
     c.double.clear_faults()
     for m in MEMBERS:
         c.double.open_port(c.m(m).api_port)
@@ -239,6 +237,14 @@ def healthy_start(cl):
             c._write_overrides(mm)
             if mm.running():
                 c.reload(m, {})
+
+
+@pytest.fixture(autouse=True)
+def healthy_start(cl):
+    """Undo what an earlier (possibly failed) test left behind, then wait for
+    a healthy cluster; yields its leader."""
+    c = cl
+    undo_faults(c)
     for m in MEMBERS:
         if not c.m(m).launcher_alive():
             if not os.path.exists(os.path.join(c.m(m).datadir, 'PG_VERSION')):

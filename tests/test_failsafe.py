@@ -11,6 +11,7 @@ The checker (tests/checker.py) writes to every member every 50 ms: never
 two writable members.
 """
 
+import http.client
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import pytest
 from checker import Checker, ensure_table
 from harness import wait_for
 from test_failover import (MEMBERS, RBAC_YAML, assert_checker_clean, healthy, note,
-                           replicas_of, ttl)
+                           replicas_of, ttl, undo_faults)
 
 FAILSAFE_CONF = {'hapg.failsafe_mode': 'on'}
 
@@ -47,16 +48,7 @@ def fcl(make_cluster):
 def start_healthy(fcl):
     """Ports open, no faults, every member running; yields the leader."""
     c = fcl
-    c.double.clear_faults()
-    for m in MEMBERS:
-        c.double.open_port(c.m(m).api_port)
-    for m in MEMBERS:
-        mm = c.m(m)
-        if mm.overrides:
-            mm.overrides.clear()
-            c._write_overrides(mm)
-            if mm.running():
-                c.reload(m, {})
+    undo_faults(c)
     for m in MEMBERS:
         for pid in c.server_pids(m) if c.m(m).launcher_alive() else []:
             try:
@@ -87,6 +79,17 @@ def longest_gap(acks, t0, t1):
     """The longest time without an acknowledged write in [t0, t1]."""
     ends = [t0] + [a.end for a in acks if t0 <= a.end <= t1] + [t1]
     return max(b - a for a, b in zip(ends, ends[1:]))
+
+
+def http_get(c, member, path):
+    """(status, body) of the member's HTTP endpoint."""
+    conn = http.client.HTTPConnection('127.0.0.1', c.m(member).http_port, timeout=5)
+    try:
+        conn.request('GET', path)
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
 
 
 def log_has(c, m, mark, text):
@@ -144,6 +147,8 @@ def test_api_down_for_everyone_keeps_the_leader(fcl, start_healthy):
         for m in MEMBERS:
             c.double.add_fault(user=m, mode='error', status=503)
         active = c.status(leader)
+        primary = http_get(c, leader, '/primary')
+        metrics = http_get(c, leader, '/metrics')[1]
         time.sleep(phase)
         c.double.clear_faults()
         for m in MEMBERS:
@@ -168,6 +173,9 @@ def test_api_down_for_everyone_keeps_the_leader(fcl, start_healthy):
                                                            'api_ok')}))
     assert_checker_clean(chk)
     assert active['failsafe_active'] is True and active['failsafe_since'] is not None, active
+    # load balancers and the readiness probe keep sending writes to it
+    assert primary[0] == 200 and 'failsafe' in primary[1], primary
+    assert 'hapg_failsafe_active 1' in metrics
     assert gap < 2.0, 'writes stopped for %.2f s during the outage' % gap
     assert c.holder() == leader
     assert (c.lease().get('spec') or {}).get('leaseTransitions', 0) == transitions

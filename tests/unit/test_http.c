@@ -105,6 +105,13 @@ TEST(primary_rule)
 	CHECK(!hapg_is_primary(&v, why, sizeof(why)));
 	CHECK(strstr(why, "without a valid Lease") != NULL);
 	CHECK(!hapg_is_ready(&v, why, sizeof(why)));
+	/* failsafe mode keeps a leader past its Lease the primary */
+	v.failsafe_active = true;
+	CHECK(hapg_is_primary(&v, why, sizeof(why)));
+	CHECK(strstr(why, "failsafe") != NULL);
+	CHECK(hapg_is_ready(&v, why, sizeof(why)));
+	v.role = HAPG_ROLE_UNLEASED_PRIMARY;
+	CHECK(!hapg_is_primary(&v, why, sizeof(why)));
 	leader_view(&v);
 	v.read_only = true;
 	CHECK(!hapg_is_primary(&v, why, sizeof(why)));

@@ -108,7 +108,8 @@ class PatroniCluster:
 
     def __init__(self, workdir, api_urls, ca_file, tokens, admin_token=None, namespace='default',
                  scope='pgdouble', members=3, ttl=20, loop_wait=2, retry_timeout=5,
-                 use_endpoints=False, labels=None, log_level='INFO', member_names=None):
+                 use_endpoints=False, labels=None, log_level='INFO', member_names=None,
+                 dcs_extra=None):
         if isinstance(api_urls, str):
             api_urls = [api_urls] * members
         self.workdir = os.path.abspath(workdir)
@@ -118,6 +119,7 @@ class PatroniCluster:
         self.use_endpoints = use_endpoints
         self.labels = dict(labels or {'application': 'patroni'})
         self.log_level = log_level
+        self.dcs_extra = dict(dcs_extra or {})     # more bootstrap.dcs keys (failsafe_mode)
         self.names = list(member_names or ['%s-%d' % (scope, i) for i in range(members)])
         self.n = len(self.names)
         self.procs = {}
@@ -208,6 +210,7 @@ class PatroniCluster:
             'watchdog': {'mode': 'off'},
             'tags': {'nofailover': False, 'noloadbalance': False, 'clonefrom': False},
         }
+        config['bootstrap']['dcs'].update(self.dcs_extra)
         path = os.path.join(d, 'patroni.yml')
         with open(path, 'w') as f:
             json.dump(config, f, indent=1)  # JSON is YAML
