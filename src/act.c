@@ -216,6 +216,14 @@ act_write_lease(HapgWorker *w, const HapgDecisionInput *in, const HapgDecision *
 	/* a winner's slots must exist before its followers look for them */
 	if (d->promote)
 		hapg_keep_slots(w, true);
+
+	/*
+	 * The write hold from the moment the acquire is sent: one stored but
+	 * unanswered is found next cycle as my Lease, renewed and promoted on
+	 * (found by tests/sim_protocol, seed 5028).
+	 */
+	if (from_failsafe)
+		w->fs.took_failsafe = true;
 	status = hapg_write_lease(w, d, &sent_ms);
 	if (status == 200 || status == 201)
 	{
@@ -227,6 +235,7 @@ act_write_lease(HapgWorker *w, const HapgDecisionInput *in, const HapgDecision *
 			return HAPG_STOPPED;
 		}
 		w->last_renew_sent_ms = sent_ms;
+		/* a stored acquire or create says whether it took a failsafe Lease */
 		if (d->action != HAPG_ACT_RENEW)
 			w->fs.took_failsafe = from_failsafe;
 		/* what the hand-over process may release: this renewal, as stored */

@@ -6,7 +6,10 @@
  *		the closing line "N passed, N failed".
  *
  *	  sim_protocol [--steps N] [--seed S] [--soak]      the whole run
- *	  sim_protocol --one SEED [--no-guard] [--mutation fence-late|cas|no-takeover|promoting-forgets]
+ *	  sim_protocol --failsafe [--steps N] [--seed S]   failsafe mode's runs only
+ *	  sim_protocol --one SEED [--no-guard] [--failsafe]
+ *	               [--mutation fence-late|cas|no-takeover|promoting-forgets|
+ *	                           fs-skip-silent|fs-impatient|fs-no-write-hold]
  *	               [--observe-at-send] [--steps N]  one run, with its trace
  */
 #include "sim.h"
@@ -32,6 +35,10 @@ typedef struct Totals
 	int64_t		quiet;
 	int64_t		max_recovery_ms;
 	int64_t		lost;
+	int64_t		fs_beats;
+	int64_t		fs_proof_ms;
+	int64_t		fs_holds;
+	int64_t		fs_takeovers;
 	int			by_n[SIM_MAX_N + 1];
 } Totals;
 
@@ -94,6 +101,10 @@ add(Totals *t, const SimResult *r)
 	t->checks += r->checks;
 	t->quiet += r->quiet_periods;
 	t->lost += r->lost_failover;
+	t->fs_beats += r->fs_beats;
+	t->fs_proof_ms += r->fs_proof_ms;
+	t->fs_holds += r->fs_holds;
+	t->fs_takeovers += r->fs_takeovers;
 	if (r->max_recovery_ms > t->max_recovery_ms)
 		t->max_recovery_ms = r->max_recovery_ms;
 	t->by_n[r->n]++;
@@ -136,6 +147,10 @@ print_totals(const char *what, const Totals *t, double secs)
 		   what, t->steps, t->seeds, t->sim_ms / 3600000.0, secs, t->faults, t->elections,
 		   t->handovers, t->writes, t->checks, t->quiet, t->max_recovery_ms / 1000.0,
 		   t->by_n[3], t->by_n[4], t->by_n[5], t->by_n[6], t->by_n[7], t->lost);
+	if (t->fs_beats > 0)
+		printf("      failsafe: %" PRId64 " heartbeats, %.1f simulated minutes writable on a proof past the plain deadline,\n"
+			   "      %" PRId64 " decisions leaving an expired Lease alone, %" PRId64 " failsafe Leases taken over\n",
+			   t->fs_beats, t->fs_proof_ms / 60000.0, t->fs_holds, t->fs_takeovers);
 }
 
 /* A run that must find no violation. */
@@ -157,10 +172,11 @@ expect_safe(const char *name, const SimConfig *base, uint64_t first, int64_t ste
 		failed++;
 		printf("FAIL %s: seed %" PRIu64 " violates: %s\n", name, bad, r->violation);
 		replay(base, bad, per_seed, 60);
-		printf("    reproduce: tests/sim_protocol/sim_protocol --one %" PRIu64 " --steps %" PRId64 "%s%s\n", bad, per_seed,
+		printf("    reproduce: tests/sim_protocol/sim_protocol --one %" PRIu64 " --steps %" PRId64 "%s%s%s\n", bad, per_seed,
 			   base->commit_guard ? (base->handover_fix ? (base->restart_without_wait ? " --restart-without-wait" : "") : " --no-handover-fix") :
 			   base->no_pause ? (base->cut_winners ? " --no-guard --no-pause --cut-winners" : " --no-guard --no-pause") : " --no-guard",
-			   base->observe_at_response ? "" : " --observe-at-send");
+			   base->observe_at_response ? "" : " --observe-at-send",
+			   base->failsafe ? " --failsafe" : "");
 	}
 	else
 	{
@@ -230,6 +246,34 @@ expect_deterministic(const SimConfig *base, uint64_t seed)
 	free(b);
 }
 
+/*
+ * Failsafe mode's runs: safe with long API outages, replication cuts and
+ * pauses, and each broken rule of failsafe.c's caught.
+ */
+static void
+failsafe_tests(const SimConfig *base, uint64_t first, int64_t steps)
+{
+	SimConfig	c = *base;
+
+	c.failsafe = true;
+	c.mutation = MUT_NONE;
+	expect_safe("failsafe mode: safety and liveness with long API outages, leaders cut off, replication cuts",
+				&c, first, steps, STEPS_PER_SEED);
+	/* rare (one seed in about 110 million steps): the seed that found it */
+	c.mutation = MUT_FS_TOOK_ON_ANSWER;
+	expect_caught("failsafe mutation: act.c before the fix (a taker whose acquire was stored but unanswered promotes on a renewal without the write hold) is caught",
+				  &c, 5028, STEPS_PER_SEED, "--failsafe --mutation fs-took-on-answer");
+	c.mutation = MUT_FS_SKIP_SILENT;
+	expect_caught("failsafe mutation: a proof leaving out a listed member that has no walsender is caught",
+				  &c, first, 20000000, "--failsafe --mutation fs-skip-silent");
+	c.mutation = MUT_FS_IMPATIENT;
+	expect_caught("failsafe mutation: a standby's patience shorter than the leader's bound is caught",
+				  &c, first, 20000000, "--failsafe --mutation fs-impatient");
+	c.mutation = MUT_FS_NO_WRITE_HOLD;
+	expect_caught("failsafe mutation: a taker's write hold ignored is caught",
+				  &c, first, 40000000, "--failsafe --mutation fs-no-write-hold");
+}
+
 /* The whole CI run, or one seed with its trace (--one). */
 int
 main(int argc, char **argv)
@@ -239,6 +283,7 @@ main(int argc, char **argv)
 	uint64_t	first = 1;
 	bool		soak = false;
 	bool		one = false;
+	bool		failsafe_only = false;
 	uint64_t	one_seed = 0;
 	int			i;
 
@@ -275,17 +320,23 @@ main(int argc, char **argv)
 			base.handover_fix = false;
 		else if (strcmp(argv[i], "--observe-at-send") == 0)
 			base.observe_at_response = false;
+		else if (strcmp(argv[i], "--failsafe") == 0)
+			failsafe_only = base.failsafe = true;
 		else if (strcmp(argv[i], "--mutation") == 0 && i + 1 < argc)
 		{
 			i++;
 			base.mutation = strcmp(argv[i], "fence-late") == 0 ? MUT_FENCE_LATE :
 				strcmp(argv[i], "cas") == 0 ? MUT_CAS_IGNORES_RV :
 				strcmp(argv[i], "no-takeover") == 0 ? MUT_NO_TAKEOVER :
-				strcmp(argv[i], "promoting-forgets") == 0 ? MUT_PROMOTING_FORGETS : MUT_NONE;
+				strcmp(argv[i], "promoting-forgets") == 0 ? MUT_PROMOTING_FORGETS :
+				strcmp(argv[i], "fs-skip-silent") == 0 ? MUT_FS_SKIP_SILENT :
+				strcmp(argv[i], "fs-impatient") == 0 ? MUT_FS_IMPATIENT :
+				strcmp(argv[i], "fs-no-write-hold") == 0 ? MUT_FS_NO_WRITE_HOLD :
+				strcmp(argv[i], "fs-took-on-answer") == 0 ? MUT_FS_TOOK_ON_ANSWER : MUT_NONE;
 		}
 		else
 		{
-			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--worker-stalls] [--cut-winners] [--no-pause] [--mutation fence-late|cas|no-takeover|promoting-forgets] [--observe-at-send] [--steps N]\n",
+			fprintf(stderr, "usage: %s [--steps N] [--seed S] [--soak] | --one SEED [--no-guard] [--no-handover-fix] [--restart-without-wait] [--whole-pauses] [--worker-stalls] [--cut-winners] [--no-pause] [--failsafe] [--mutation fence-late|cas|no-takeover|promoting-forgets|fs-skip-silent|fs-impatient|fs-no-write-hold|fs-took-on-answer] [--observe-at-send] [--steps N]\n",
 					argv[0]);
 			return 2;
 		}
@@ -318,6 +369,14 @@ main(int argc, char **argv)
 		   "  once faults stop\n");
 	printf("  seeds from %" PRIu64 ", %d steps each; writes accepted while primary and before writable_until\n",
 		   first, STEPS_PER_SEED);
+	if (failsafe_only)
+	{
+		/* --failsafe: failsafe mode's runs alone, as long as asked */
+		failsafe_tests(&base, first, steps);
+		expect_deterministic(&base, first + 7);
+		printf("sim_protocol: %d passed, %d failed\n", passed, failed);
+		return failed == 0 ? 0 : 1;
+	}
 
 	expect_safe("safety and liveness, with the commit guard", &base, first, steps,
 				soak ? 4 * STEPS_PER_SEED : STEPS_PER_SEED);
@@ -377,7 +436,14 @@ main(int argc, char **argv)
 		expect_caught("today's read_lease stamping a read with its send time: caught",
 					  &c, first, 40000000, "--observe-at-send");
 	}
+	failsafe_tests(&base, first, soak ? steps : 3000000);
 	expect_deterministic(&base, first + 7);
+	{
+		SimConfig	c = base;
+
+		c.failsafe = true;
+		expect_deterministic(&c, first + 7);
+	}
 
 	printf("sim_protocol: %d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;

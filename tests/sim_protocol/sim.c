@@ -19,9 +19,18 @@
  * crash, restart as standbys, stream WAL or stop streaming, rewind; and a
  * client writing to whichever member accepts writes.
  *
+ * With SimConfig.failsafe, hapg.failsafe_mode as well (the real rules of
+ * failsafe.c, fed as heartbeat.c feeds them): the member list in the Lease,
+ * heartbeats of a leader whose renewals fail, its proof from the walsenders'
+ * write positions, the standbys' patience and a taker's write hold; WAL and
+ * the receivers' replies then travel as messages, late, lost or cut apart
+ * from the API, and the faults include long API outages, leaders alone cut
+ * off, partitions and hapg_failover() of a Lease that looks expired.
+ *
  * The invariants are checked after every event (see check_invariants()).
  */
 #include "sim.h"
+#include "failsafe.h"
 #include "members.h"
 
 /* issue 9's commit rule, once src/commitrule.c is part of the pure core */
@@ -99,6 +108,8 @@ typedef struct SLease
 	char		sw_from[HAPG_NAME_LEN];
 	char		sw_to[HAPG_NAME_LEN];
 	int64_t		sw_requested_us;
+	bool		fs_list;		/* hapg.io/failsafe is there */
+	uint32_t	fs_members;		/* its member list, one bit per member */
 } SLease;
 
 /* A member Pod's candidacy annotation. */
@@ -203,6 +214,20 @@ typedef struct Worker
 	char		old_holder[HAPG_NAME_LEN];
 	bool		handover_promote;
 
+	/* failsafe mode: heartbeat.c's HapgFailsafeState */
+	uint32_t	fs_writing;		/* the list of the Lease write in flight */
+	uint32_t	fs_required;	/* every list written since the last one stored */
+	bool		fs_published;	/* the last stored write carried the list */
+	bool		fs_api_failing; /* the last request got no answer */
+	bool		fs_taking;		/* the write in flight takes a failsafe Lease */
+	bool		fs_took;		/* took a failsafe Lease from another holder */
+	bool		fs_in_recovery; /* the server, as the worker last looked */
+	int64_t		fs_rcv_seen;	/* the receiver's progress, as last looked */
+	int64_t		fs_heard;		/* when the worker first saw it move */
+	int64_t		fs_until;		/* the proof's end (0: none) */
+	int64_t		fs_last_beat;
+	HapgBeats	fs_beats;
+
 	/* watch data waiting for the next pump */
 	bool		inbox_lease;
 	SLease		inbox_lease_obj;
@@ -249,6 +274,18 @@ typedef struct Member
 	int64_t		restart_at;		/* when the launcher starts it again */
 	Worker		w;
 	int			wgen;			/* worker generation: stale answers are dropped */
+	/* failsafe runs: replication as a stream with delays and cuts */
+	int64_t		stream_gen;		/* one per connection: in-flight data of an old one is lost */
+	int64_t		rcv_seq;		/* bumped when the receiver writes new WAL */
+	uint64_t	rep_write;		/* its walsender's write position (the last reply) */
+	int64_t		rep_rx_cut_until;	/* replication into it is cut */
+	int64_t		rep_tx_cut_until;	/* replication out of it is cut */
+	int64_t		last_wal_at;	/* the stream keeps its order */
+	int64_t		last_fb_at;
+	bool		fs_released;	/* hapg_failover released its Lease while it led */
+	int			rep_peer;		/* the primary of its last connection */
+	int64_t		rep_lost_at;	/* when that connection ended (0: it has not) */
+	int64_t		ghost_ms;		/* its walsender lingers this long after */
 } Member;
 
 typedef enum EvType
@@ -262,7 +299,9 @@ typedef enum EvType
 	EV_TICK,					/* client writes and WAL streaming */
 	EV_FAULT,					/* the next fault, or the end of a fault phase */
 	EV_RESUME,
-	EV_CHILD					/* the hand-over child's next step */
+	EV_CHILD,					/* the hand-over child's next step */
+	EV_WAL,						/* failsafe runs: WAL reaches a standby */
+	EV_FEEDBACK					/* failsafe runs: its reply reaches the walsender */
 } EvType;
 
 typedef struct Ev
@@ -319,6 +358,8 @@ typedef struct Sim
 	bool		api_down_hang;
 	int64_t		api_slow_until;
 	int			watch_drop_pm;	/* watch events lost, per mille */
+	bool		fs_on;			/* failsafe mode, and its settings check passed */
+	int64_t		rep_slow_until; /* replication slow for everyone */
 	/* phases */
 	bool		quiet;
 	int64_t		quiet_since;
@@ -341,6 +382,12 @@ static void cycle_tail(Sim *s, int m);
 static void fault_next(Sim *s);
 static void start_child(Sim *s, int m);
 static void violation(Sim *s, const char *fmt,...);
+static bool in_recovery(Member *mb);
+static int64_t fs_hold_until(Sim *s, int m);
+static void fs_observe(Sim *s, int m);
+static int64_t fs_hold_ms(Sim *s, int m, bool lease_known, int64_t now);
+static void fs_before_write(Sim *s, int m, bool holding, SLease *body);
+static void fs_round(Sim *s, int m);
 
 /* ------------------------------------------------------------------ trace */
 
@@ -520,6 +567,19 @@ fence_margin(Sim *s)
 }
 
 /*
+ * hapg_fence_deadline (view.c): the plain deadline, or a failsafe proof's
+ * end if later.
+ */
+static int64_t
+fence_deadline(Sim *s, int m)
+{
+	Worker	   *w = &s->mem[m].w;
+	int64_t		plain = hapg_fence_deadline_ms(w->last_renew_sent, s->ttl, fence_margin(s));
+
+	return w->fs_until > plain ? w->fs_until : plain;
+}
+
+/*
  * Does this member accept a commit right now?  A running primary does
  * until its fence takes effect; with the commit guard (issue 9) only while
  * its own clock is before writable_until.  A paused server commits nothing.
@@ -546,6 +606,13 @@ accepts_writes(Sim *s, int m)
 		wi.last_renew_sent_ms = mb->w.last_renew_sent;
 		wi.ttl_s = s->ttl;
 		wi.fence_margin_ms = fence_margin(s);
+		if (s->fs_on && mb->w.alive)
+		{
+			/* failsafe: the proof's end, the taker's hold (shmem.c) */
+			wi.failsafe_until_ms = mb->w.fs_until;
+			wi.hold_until_ms = s->cfg.mutation == MUT_FS_NO_WRITE_HOLD ? 0 : fs_hold_until(s, m);
+			wi.now_ms = mono(s, m);
+		}
 		memset(&ci, 0, sizeof(ci));
 		ci.writable_until_us = hapg_writable_until(&wi);
 		ci.now_us = (uint64_t) mono(s, m) * 1000;
@@ -632,7 +699,15 @@ worker_reset(Sim *s, int m, bool alive)
 	memset(w, 0, sizeof(*w));
 	w->req = NOWHERE;
 	w->alive = alive;
+	s->mem[m].fs_released = false;
 	s->mem[m].wgen++;
+	if (alive && s->fs_on)
+	{
+		/* hapg_failsafe_start: it may have heard its leader just before */
+		w->fs_heard = mono(s, m);
+		w->fs_rcv_seen = s->mem[m].rcv_seq;
+		w->fs_in_recovery = in_recovery(&s->mem[m]);
+	}
 	if (alive)
 	{
 		w->idle = true;
@@ -1025,6 +1100,12 @@ fill_input(Sim *s, int m, bool lease_known)
 	in->has_handover = w->lease_have && w->lease.has_handover;
 	in->handover_to = w->lease.ho_to;
 	in->handover_lsn = w->lease.ho_lsn;
+	if (s->fs_on)
+	{
+		fs_observe(s, m);
+		in->failsafe_until_ms = w->fs_until;
+		in->failsafe_hold_ms = fs_hold_ms(s, m, lease_known, in->now_ms);
+	}
 	in->ncand = 0;
 	in->cand = w->peers;
 	if (!w->pods_valid)
@@ -1367,7 +1448,8 @@ decide_and_act(Sim *s, int m)
 	/* write_lease */
 	/* the hand-over rule of hapg_lease_decide, not an election after it */
 	w->handover_promote = d->promote && w->lease_have && w->lease.has_handover &&
-		w->lease.holder[0] == '\0' && strcmp(d->reason, "the Lease was handed over to me") == 0;
+		w->lease.holder[0] == '\0' && strcmp(d->reason, "the Lease was handed over to me") == 0 &&
+		w->lease.ho_lsn > 0;	/* (hapg_failover's release promises nothing) */
 	if (d->action != HAPG_ACT_CREATE)
 		proto.body = w->lease;
 	snprintf(proto.body.holder, sizeof(proto.body.holder), "%s",
@@ -1388,6 +1470,24 @@ decide_and_act(Sim *s, int m)
 	{
 		proto.cas_rv = w->lease.rv;
 		proto.body.transitions = w->lease.transitions + (d->action == HAPG_ACT_ACQUIRE ? 1 : 0);
+	}
+	if (s->fs_on)
+	{
+		/* act.c: taking a Lease whose holder may be writable in failsafe */
+		w->fs_taking = d->action == HAPG_ACT_ACQUIRE && w->lease_have && w->lease.fs_list &&
+			(w->lease.holder[0] ? strcmp(w->lease.holder, mb->name) != 0 :
+			 w->lease.has_handover && w->lease.ho_lsn == 0 &&
+			 strcmp(w->lease.ho_from, mb->name) != 0);
+		fs_before_write(s, m, d->action != HAPG_ACT_RELEASE, &proto.body);
+
+		/*
+		 * act.c takes the write hold on before it sends the acquire: one
+		 * whose answer was lost but which was stored is found next cycle as
+		 * "my Lease is still valid; renewing it and promoting", a renewal.
+		 * Setting it only on the answer (the mutation) lost the hold.
+		 */
+		if (s->cfg.mutation != MUT_FS_TOOK_ON_ANSWER && w->fs_taking)
+			w->fs_took = true;
 	}
 	w->write_sent = mono(s, m);
 	block_on(s, m, K_WRITE, d->action == HAPG_ACT_CREATE ? RQ_POST : RQ_PUT, &proto);
@@ -1504,7 +1604,12 @@ cycle_start(Sim *s, int m)
 	if (w->promoting && !in_recovery(mb))
 		w->promoting = false;
 	if (w->was_leader && !in_recovery(mb) && w->last_renew_sent > 0)
-		w->deadline = hapg_fence_deadline_ms(w->last_renew_sent, s->ttl, fence_margin(s));
+	{
+		w->deadline = fence_deadline(s, m);
+		/* in failsafe every request ends within a second: the beats go on */
+		if (w->fs_until > 0 && mono(s, m) + HAPG_FAILSAFE_REQUEST_MS < w->deadline)
+			w->deadline = mono(s, m) + HAPG_FAILSAFE_REQUEST_MS;
+	}
 	else
 		w->deadline = 0;
 	w->decision_wake = 0;
@@ -1531,6 +1636,8 @@ cycle_resume(Sim *s, int m, Req *r)
 	memset(&proto, 0, sizeof(proto));
 	w->cont = K_NONE;
 	w->req = NOWHERE;
+	if (r && s->fs_on)
+		w->fs_api_failing = !r->answered;	/* view.c's outage_start_ms */
 	switch (cont)
 	{
 		case K_LIST:
@@ -1615,6 +1722,27 @@ cycle_resume(Sim *s, int m, Req *r)
 					return;
 				}
 				w->last_renew_sent = w->write_sent;
+				if (s->fs_on)
+				{
+					mb->fs_released = false;
+					/* hapg_failsafe_after_write; act.c's took_failsafe */
+					if (w->fs_writing)
+					{
+						w->fs_required = w->fs_writing;
+						w->fs_published = true;
+					}
+					if (w->d.action != HAPG_ACT_RENEW)
+					{
+						w->fs_took = w->fs_taking;
+						if (w->fs_took)
+						{
+							s->res->fs_takeovers++;
+							trace(s, "%s took a failsafe Lease: no writes before %" PRId64 " ms from now",
+								  mb->name, fs_hold_until(s, m) == INT64_MAX ? -1 :
+								  fs_hold_until(s, m) - mono(s, m));
+						}
+					}
+				}
 				if (w->d.promote &&
 					!hapg_write_still_valid(w->write_sent, mono(s, m), s->ttl, fence_margin(s)))
 				{
@@ -1746,6 +1874,19 @@ worker_sleep(Sim *s, int m)
 	}
 	if (w->promoting && timeout > 20)
 		timeout = 20;
+	if (s->fs_on)
+	{
+		/* hapg_failsafe_wait_ms: a leader in failsafe beats; a held taker looks again */
+		int64_t		hold = fs_hold_until(s, m);
+		int64_t		fw = -1;
+
+		if (hold > now && hold < INT64_MAX)
+			fw = hold - now;
+		else if (w->fs_until > 0 || w->fs_beats.n > 0)
+			fw = hapg_failsafe_beat_interval_ms(s->ttl);
+		if (fw >= 0 && fw < timeout)
+			timeout = fw;
+	}
 	if (timeout > 1000)
 		timeout = 1000;
 	if (timeout < 0)
@@ -1762,12 +1903,372 @@ worker_wake(Sim *s, int m)
 	Member	   *mb = &s->mem[m];
 	Worker	   *w = &mb->w;
 
+	if (s->fs_on)
+	{
+		fs_observe(s, m);
+		fs_round(s, m);
+	}
 	if (w->promoting && mb->pg == PG_PRIMARY)
 		w->wake_cycle = true;
 	if (w->was_leader && !w->fenced && w->last_renew_sent > 0 &&
-		mono(s, m) >= hapg_fence_deadline_ms(w->last_renew_sent, s->ttl, fence_margin(s)))
+		mono(s, m) >= fence_deadline(s, m))
 		w->wake_cycle = true;
 	worker_loop(s, m);
+}
+
+/* ------------------------------------------------------------------ failsafe */
+
+/*
+ * The replication stream of failsafe runs.  In the other runs a standby
+ * copies its primary's position on every tick; here WAL travels as
+ * messages with their own delays (and the walreceiver's replies back to
+ * the walsender), so that a stream can lag, stall or be cut independently
+ * of the API, and a standby hears its leader at a moment of its own.
+ */
+static int64_t
+rep_delay(Sim *s)
+{
+	int64_t		d = rng_permille(&s->rng, 30) ? rng_range(&s->rng, 100, 2000) :
+		rng_range(&s->rng, 1, 15);
+
+	if (s->t < s->rep_slow_until)
+		d += rng_range(&s->rng, 0, s->ttl * 500L);
+	return d;
+}
+
+/* Is the stream from primary p to standby r carrying data now? */
+static bool
+rep_open(Sim *s, int p, int r)
+{
+	return s->t >= s->mem[p].rep_tx_cut_until && s->t >= s->mem[r].rep_rx_cut_until;
+}
+
+/* The walsender sends standby r what primary p has written (or loses it). */
+static void
+fs_ship(Sim *s, int p, int r)
+{
+	Member	   *R = &s->mem[r];
+	int64_t		at;
+
+	if (!rep_open(s, p, r))
+		return;					/* lost: a later message carries it */
+	at = s->t + rep_delay(s);
+	if (at < R->last_wal_at)
+		at = R->last_wal_at;
+	R->last_wal_at = at;
+	ev_push(s, at, EV_WAL, r, (int64_t) s->mem[p].lsn,
+			R->stream_gen * MAX_TL + s->mem[p].tl);
+}
+
+/* A standby that receives WAL: still in recovery, promotion included. */
+static bool
+fs_receives(Member *mb)
+{
+	return mb->pg == PG_STANDBY || mb->pg == PG_PROMOTING;
+}
+
+/* Right after a heartbeat: every standby streaming from p gets it. */
+static void
+fs_ship_all(Sim *s, int p)
+{
+	int			i;
+
+	for (i = 0; i < s->n; i++)
+		if (i != p && s->mem[i].stream_from == p && fs_receives(&s->mem[i]) &&
+			can_stream(s, i, p))
+			fs_ship(s, p, i);
+}
+
+/*
+ * tick()'s streaming for one standby in failsafe runs: reconnect now and
+ * then, else ship the primary's position down the stream.
+ */
+static void
+fs_tick_stream(Sim *s, int i)
+{
+	Member	   *mb = &s->mem[i];
+	int			p = mb->stream_from;
+
+	if (p == NOWHERE && mb->rep_peer != NOWHERE && mb->rep_lost_at == 0)
+	{
+		/*
+		 * The connection ended; a walsender that heard no FIN (a partition)
+		 * stays until wal_sender_timeout, showing the last write position.
+		 */
+		mb->rep_lost_at = s->t;
+		mb->ghost_ms = rng_permille(&s->rng, 500) ? rng_range(&s->rng, 0, 2 * s->ttl * 1000L) : 0;
+	}
+	if (!fs_receives(mb))
+		return;
+	if (p == NOWHERE)
+	{
+		int			c = mb->conn_to;
+
+		if (mb->pg == PG_STANDBY && !paused(s, i) && c != NOWHERE && c != i &&
+			s->mem[c].pg == PG_PRIMARY && !paused(s, c) && rep_open(s, c, i) &&
+			rep_open(s, i, c) && can_stream(s, i, c) && rng_permille(&s->rng, 200))
+		{
+			/* a new connection, a new walsender: no reply from it yet */
+			mb->stream_from = c;
+			mb->stream_gen++;
+			mb->rep_write = 0;
+			mb->rep_peer = c;
+			mb->rep_lost_at = 0;
+		}
+		return;
+	}
+	if (s->mem[p].pg != PG_PRIMARY && s->mem[p].pg != PG_STOPPING)
+	{
+		mb->stream_from = NOWHERE;
+		return;
+	}
+	if (paused(s, p))
+		return;
+	if (!can_stream(s, i, p))
+	{
+		mb->stream_from = NOWHERE;
+		return;
+	}
+	fs_ship(s, p, i);
+}
+
+/*
+ * WAL arrives: the receiver writes it (new WAL moves the position the
+ * worker watches) and replies with its write position.  A stopped standby
+ * receives it when it resumes.
+ */
+static void
+fs_deliver(Sim *s, int r, uint64_t lsn, int64_t tag)
+{
+	Member	   *R = &s->mem[r];
+	int64_t		gen = tag / MAX_TL;
+	int			tl = (int) (tag % MAX_TL);
+	int64_t		at;
+
+	if (gen != R->stream_gen || R->stream_from == NOWHERE || !fs_receives(R))
+		return;					/* that connection is gone */
+	if (paused(s, r))
+	{
+		ev_push(s, R->paused_until, EV_WAL, r, (int64_t) lsn, tag);
+		return;
+	}
+	if (s->t < R->rep_rx_cut_until)
+		return;
+	if (lsn > R->lsn || (lsn == R->lsn && tl != R->tl))
+	{
+		R->tl = tl;
+		if (lsn > R->lsn)
+			R->rcv_seq++;
+		R->lsn = lsn;
+	}
+	if (s->t < R->rep_tx_cut_until || s->t < s->mem[R->stream_from].rep_rx_cut_until)
+		return;					/* the reply is lost */
+	at = s->t + rep_delay(s);
+	if (at < R->last_fb_at)
+		at = R->last_fb_at;
+	R->last_fb_at = at;
+	ev_push(s, at, EV_FEEDBACK, r, (int64_t) R->lsn, gen);
+}
+
+/* The reply reaches the walsender, which keeps it as its write position. */
+static void
+fs_feedback(Sim *s, int r, uint64_t lsn, int64_t gen)
+{
+	Member	   *R = &s->mem[r];
+	int			p = R->stream_from;
+
+	if (gen != R->stream_gen || p == NOWHERE)
+		return;
+	if (paused(s, p))
+	{
+		ev_push(s, s->mem[p].paused_until, EV_FEEDBACK, r, (int64_t) lsn, gen);
+		return;
+	}
+	if (lsn > R->rep_write)
+		R->rep_write = lsn;
+}
+
+/*
+ * hapg_failsafe_note_heard and the worker's look at its server: only a
+ * running worker looks, so a stopped one sees new WAL late (later than it
+ * arrived: the safe direction).
+ */
+static void
+fs_observe(Sim *s, int m)
+{
+	Member	   *mb = &s->mem[m];
+	Worker	   *w = &mb->w;
+
+	if (!s->fs_on || !w->alive)
+		return;
+	if (mb->rcv_seq != w->fs_rcv_seen)
+	{
+		w->fs_rcv_seen = mb->rcv_seq;
+		w->fs_heard = mono(s, m);
+	}
+	w->fs_in_recovery = in_recovery(mb);
+}
+
+/* heard_ms as the rules see it: the impatient mutation moves it back by the bound. */
+static int64_t
+fs_heard_ms(Sim *s, int m)
+{
+	int64_t		h = s->mem[m].w.fs_heard;
+
+	if (s->cfg.mutation == MUT_FS_IMPATIENT)
+		h -= hapg_failsafe_bound_ms(s->ttl);
+	return h;
+}
+
+/* hapg_failsafe_hold_until (heartbeat.c), with the real rule. */
+static int64_t
+fs_hold_until(Sim *s, int m)
+{
+	Worker	   *w = &s->mem[m].w;
+
+	if (!s->fs_on)
+		return 0;
+	if (w->fs_took && w->fs_in_recovery)
+		return INT64_MAX;
+	return hapg_failsafe_write_hold_until(w->fs_took, fs_heard_ms(s, m), s->ttl);
+}
+
+/* hapg_failsafe_hold (heartbeat.c): the real hapg_failsafe_hold_ms on my view. */
+static int64_t
+fs_hold_ms(Sim *s, int m, bool lease_known, int64_t now)
+{
+	Member	   *mb = &s->mem[m];
+	Worker	   *w = &mb->w;
+	HapgFailsafeReplicaIn in;
+	int64_t		hold;
+
+	memset(&in, 0, sizeof(in));
+	in.lease_failsafe = lease_known && w->lease_have && w->lease.fs_list;
+	in.holder_named = w->lease.holder[0] != '\0';
+	in.manual_release = !in.holder_named && w->lease.has_handover && w->lease.ho_lsn == 0;
+	in.holder_is_me = strcmp(w->lease.holder, mb->name) == 0;
+	in.me_listed = (w->lease.fs_members & (1u << m)) != 0;
+	in.heard_ms = fs_heard_ms(s, m);
+	in.now_ms = now;
+	in.ttl_s = s->ttl;
+	hold = hapg_failsafe_hold_ms(&in);
+	if (hold != 0)
+		s->res->fs_holds++;
+	return hold;
+}
+
+/*
+ * hapg_failsafe_before_write: the list a holder writes is itself and every
+ * member Pod it knows, less one now and then (a Pod being deleted), so
+ * that lists differ from write to write; the required set is their union
+ * until a write is known to be stored.
+ */
+static void
+fs_before_write(Sim *s, int m, bool holding, SLease *body)
+{
+	Worker	   *w = &s->mem[m].w;
+	uint32_t	list = 1u << m;
+	int			skip = rng_permille(&s->rng, 30) ? (int) rng_range(&s->rng, 0, s->n - 1) : m;
+	int			i;
+
+	w->fs_writing = 0;
+	body->fs_list = false;
+	body->fs_members = 0;
+	if (!holding)
+	{
+		w->fs_published = false;
+		return;
+	}
+	for (i = 0; i < s->n; i++)
+		if (i != skip)
+			list |= 1u << i;
+	w->fs_writing = list;
+	w->fs_required |= list;
+	body->fs_list = true;
+	body->fs_members = list;
+}
+
+/*
+ * hapg_failsafe_round, on every wake-up: while renewals fail, prove from the
+ * walsenders' write positions (the real hapg_failsafe_prove) and write the
+ * next heartbeat; otherwise forget the proof.
+ */
+static void
+fs_round(Sim *s, int m)
+{
+	Member	   *mb = &s->mem[m];
+	Worker	   *w = &mb->w;
+	int64_t		now = mono(s, m);
+	bool		leader = w->was_leader && !w->fenced && !in_recovery(mb);
+	char		required[SIM_MAX_N][HAPG_NAME_LEN];
+	HapgMemberPos senders[SIM_MAX_N];
+	HapgFailsafeLeaderIn in;
+	HapgFailsafeProof proof;
+	int			nreq = 0;
+	int			ns = 0;
+	int64_t		was = w->fs_until;
+	int			i;
+
+	if (!hapg_failsafe_beating(s->fs_on, w->fs_published, leader, now, w->last_renew_sent,
+							   s->loop_wait, w->fs_api_failing))
+	{
+		if (w->fs_until > 0)
+			trace(s, "%s failsafe off", mb->name);
+		w->fs_until = 0;
+		w->fs_beats.n = 0;
+		w->fs_last_beat = 0;
+		return;
+	}
+	for (i = 0; i < s->n; i++)
+	{
+		Member	   *o = &s->mem[i];
+		bool		sender = i != m && ((o->stream_from == m && fs_receives(o)) ||
+										(o->rep_peer == m && o->rep_lost_at > 0 &&
+										 s->t - o->rep_lost_at < o->ghost_ms));
+
+		if (sender)
+		{
+			memset(&senders[ns], 0, sizeof(senders[ns]));
+			snprintf(senders[ns].name, HAPG_NAME_LEN, "%s", o->name);
+			senders[ns].lsn = o->rep_write;
+			senders[ns].write_lsn = o->rep_write;
+			snprintf(senders[ns].state, sizeof(senders[ns].state), "streaming");
+			ns++;
+		}
+		if (!(w->fs_required & (1u << i)))
+			continue;
+		/* the mutation: a listed member without a walsender does not count */
+		if (s->cfg.mutation == MUT_FS_SKIP_SILENT && i != m && !sender)
+			continue;
+		snprintf(required[nreq++], HAPG_NAME_LEN, "%s", o->name);
+	}
+	memset(&in, 0, sizeof(in));
+	in.enabled = s->fs_on;
+	in.published = w->fs_published;
+	in.refused = false;			/* the simulated API never answers 401 or 403 */
+	in.ttl_s = s->ttl;
+	in.now_ms = now;
+	in.me = mb->name;
+	in.nrequired = nreq;
+	in.required = (const char (*)[HAPG_NAME_LEN]) required;
+	in.nsenders = ns;
+	in.senders = senders;
+	in.beats = &w->fs_beats;
+	hapg_failsafe_prove(&in, &proof);
+	w->fs_until = proof.until_ms;
+	if ((was > now) != (w->fs_until > now))
+		trace(s, "%s failsafe proof %s: %s", mb->name,
+			  w->fs_until > now ? "holds" : "gone", w->fs_until > now ? "" : proof.why);
+	digest(s, (uint64_t) w->fs_until * 13 + (uint64_t) m);
+	if (now - w->fs_last_beat >= hapg_failsafe_beat_interval_ms(s->ttl))
+	{
+		/* write_heartbeat: a small WAL record, flushed, then sent */
+		mb->lsn++;
+		hapg_beats_add(&w->fs_beats, now, mb->lsn);
+		w->fs_last_beat = now;
+		s->res->fs_beats++;
+		fs_ship_all(s, m);
+	}
 }
 
 /* ------------------------------------------------------------------ PostgreSQL */
@@ -1877,6 +2378,8 @@ pg_event(Sim *s, int m, int what, int64_t gen)
 				if (i != m && s->mem[i].stream_from == m && s->mem[i].pg == PG_STANDBY &&
 					can_stream(s, i, m))
 				{
+					if (s->fs_on && s->mem[i].lsn < mb->final_lsn)
+						s->mem[i].rcv_seq++;	/* new WAL: the worker hears it */
 					s->mem[i].tl = mb->tl;
 					s->mem[i].lsn = mb->final_lsn;
 				}
@@ -1970,7 +2473,8 @@ violation(Sim *s, const char *fmt,...)
  *  1. at most one member accepts writes;
  *  2. a member accepting writes holds the Lease on the server, and no other
  *     member's own view of that very Lease already says it expired (so
- *     nobody could take it over meanwhile);
+ *     nobody could take it over meanwhile), unless it is a failsafe leader
+ *     past its plain deadline, writable on its proof;
  *  3. (at hand-over promotions, in pg_event) nothing acknowledged is lost;
  *  4. liveness: once faults stop, a leader accepts writes within a bound.
  */
@@ -1996,9 +2500,24 @@ check_invariants(Sim *s)
 		else
 			violation(s, "two members accept writes: %s and %s",
 					  s->mem[first].name, s->mem[i].name);
-		if (s->lease.exists && strcmp(s->lease.holder, s->mem[i].name) != 0)
+		/*
+		 * (hapg_failover may release the Lease of a failsafe leader, and its
+		 * target take it, while that leader is writable on its proof: the
+		 * target's writes wait, and the check above covers them.)
+		 */
+		if (s->lease.exists && strcmp(s->lease.holder, s->mem[i].name) != 0 &&
+			!s->mem[i].fs_released)
 			violation(s, "%s accepts writes but the Lease is held by \"%s\"",
 					  s->mem[i].name, s->lease.exists ? s->lease.holder : "(none)");
+
+		/*
+		 * Past its plain deadline a failsafe leader is writable on its proof:
+		 * the others may see its Lease expired, and leave it alone (checked
+		 * above: nobody took it, nobody else writes).
+		 */
+		if (s->fs_on && mono(s, i) >= hapg_fence_deadline_ms(s->mem[i].w.last_renew_sent, s->ttl,
+															 fence_margin(s)))
+			continue;
 		for (x = 0; x < s->n; x++)
 		{
 			Worker	   *xw = &s->mem[x].w;
@@ -2042,6 +2561,11 @@ tick(Sim *s)
 		Member	   *mb = &s->mem[i];
 		int			p = mb->stream_from;
 
+		if (s->fs_on)
+		{
+			fs_tick_stream(s, i);
+			continue;
+		}
 		if (mb->pg != PG_STANDBY || paused(s, i))
 			continue;
 		if (p == NOWHERE)
@@ -2075,6 +2599,9 @@ tick(Sim *s)
 
 		if (!accepts_writes(s, i))
 			continue;
+		if (s->fs_on && mono(s, i) >= hapg_fence_deadline_ms(mb->w.last_renew_sent, s->ttl,
+															 fence_margin(s)))
+			s->res->fs_proof_ms += 100;
 		mb->lsn += (uint64_t) rng_range(&s->rng, 1, 64);
 		if (mb->lsn > s->acked_max[mb->tl])
 			s->acked_max[mb->tl] = mb->lsn;
@@ -2092,8 +2619,9 @@ inject_fault(Sim *s)
 	int			m = (int) rng_range(&s->rng, 0, s->n - 1);
 	int			leader = s->lease.exists ? member_by_name(s, s->lease.holder) : NOWHERE;
 	int64_t		ttl_ms = s->ttl * 1000L;
-	int			kind = (int) rng_range(&s->rng, 0, 13);
+	int			kind = (int) rng_range(&s->rng, 0, s->fs_on ? 19 : 13);
 	Member	   *mb;
+	int			i;
 
 	if (leader != NOWHERE && rng_permille(&s->rng, 600))
 		m = leader;
@@ -2105,6 +2633,9 @@ inject_fault(Sim *s)
 		kind = 0;
 	if (s->cfg.worker_stalls_only && kind == 0)
 		kind = 1;
+	if (s->fs_on && leader != NOWHERE && s->mem[leader].w.fs_until > mono(s, leader) &&
+		rng_permille(&s->rng, 200))
+		kind = 19;				/* a leader writable on a proof: someone calls hapg_failover() */
 	switch (kind)
 	{
 		case 0:					/* SIGSTOP of the whole member, any length */
@@ -2204,6 +2735,83 @@ inject_fault(Sim *s)
 					hand_over(s, leader, best->name);
 			}
 			break;
+		case 14:				/* failsafe runs: the API down for everyone, for long */
+			s->api_down_until = s->t + rng_range(&s->rng, 2 * ttl_ms, 8 * ttl_ms);
+			s->api_down_hang = rng_permille(&s->rng, 500);
+			trace(s, "fault: API down for long (%s)", s->api_down_hang ? "hangs" : "errors");
+			break;
+		case 15:				/* failsafe runs: one member (the leader, mostly) cut off the API, for long */
+			mb->cut_until = s->t + rng_range(&s->rng, 2 * ttl_ms, 8 * ttl_ms);
+			mb->cut_hang = rng_permille(&s->rng, 500);
+			mb->watch_stall_until = mb->cut_until;
+			trace(s, "fault: %s cut off from the API for long (%s)", mb->name,
+				  mb->cut_hang ? "hangs" : "errors");
+			break;
+		case 16:				/* failsafe runs: replication into or out of a member cut */
+			{
+				int64_t		d = rng_permille(&s->rng, 500) ? rng_range(&s->rng, 100, 3000) :
+					rng_range(&s->rng, 1000, 3 * ttl_ms);
+				int			dir = (int) rng_range(&s->rng, 1, 3);
+
+				if (dir & 1)
+					mb->rep_rx_cut_until = s->t + d;
+				if (dir & 2)
+					mb->rep_tx_cut_until = s->t + d;
+				if (rng_permille(&s->rng, 300))
+					mb->stream_from = NOWHERE;
+				trace(s, "fault: %s's replication cut (%s) for %" PRId64 " ms", mb->name,
+					  dir == 1 ? "in" : dir == 2 ? "out" : "both ways", d);
+				break;
+			}
+		case 17:				/* failsafe runs: a member partitioned off, API and replication */
+			mb->cut_until = s->t + rng_range(&s->rng, ttl_ms, 6 * ttl_ms);
+			mb->cut_hang = rng_permille(&s->rng, 500);
+			mb->watch_stall_until = mb->cut_until;
+			mb->rep_rx_cut_until = mb->cut_until;
+			mb->rep_tx_cut_until = mb->cut_until;
+			for (i = 0; i < s->n; i++)
+				if (i != m && (s->mem[i].stream_from == m || mb->stream_from == i) &&
+					rng_permille(&s->rng, 500))
+				{
+					/* wal_receiver_timeout: the receivers give up on it */
+					if (mb->stream_from == i)
+						mb->stream_from = NOWHERE;
+					else
+						s->mem[i].stream_from = NOWHERE;
+				}
+			trace(s, "fault: %s partitioned off", mb->name);
+			break;
+		case 18:				/* failsafe runs: replication slow */
+			s->rep_slow_until = s->t + rng_range(&s->rng, 1000, 3 * ttl_ms);
+			trace(s, "fault: replication slow");
+			break;
+		case 19:				/* failsafe runs: hapg_failover() on m, of a Lease it sees expired */
+			{
+				int			to = (int) rng_range(&s->rng, 0, s->n - 1);
+				Worker	   *w = &mb->w;
+				HapgLeaseView v;
+
+				if (leader == NOWHERE || to == leader || !w->alive || !w->lease_have ||
+					w->lease.rv != s->lease.rv || s->t < mb->cut_until || s->t < s->api_down_until)
+					break;
+				to_view(&w->lease, true, &v);
+				v.observed_ms = w->observed_ms;
+				if (!hapg_lease_expired(&v, mono(s, m), NULL))
+					break;		/* judge_failover: "has a healthy leader" */
+				/* request.c: released to the candidate, lsn 0, "manual failover" */
+				s->lease.has_handover = true;
+				s->mem[leader].fs_released = true;
+				snprintf(s->lease.ho_from, HAPG_NAME_LEN, "%s", s->lease.holder);
+				snprintf(s->lease.ho_to, HAPG_NAME_LEN, "%s", s->mem[to].name);
+				s->lease.ho_lsn = 0;
+				s->lease.holder[0] = '\0';
+				s->lease.sw_pending = false;
+				s->lease.rv = s->next_rv++;
+				broadcast_lease(s);
+				trace(s, "fault: hapg_failover() on %s releases the Lease of %s to %s",
+					  mb->name, s->lease.ho_from, s->lease.ho_to);
+				break;
+			}
 		default:				/* nothing: time passes */
 			break;
 	}
@@ -2239,7 +2847,10 @@ fault_next(Sim *s)
 				heal = mb->restart_at;
 			mb->cut_until = 0;
 			mb->watch_stall_until = 0;
+			mb->rep_rx_cut_until = 0;
+			mb->rep_tx_cut_until = 0;
 		}
+		s->rep_slow_until = 0;
 		s->api_down_until = 0;
 		s->api_slow_until = 0;
 		s->watch_drop_pm = 0;
@@ -2316,6 +2927,9 @@ sim_init(Sim *s, const SimConfig *cfg, SimResult *res)
 	s->req_timeout = s->retry * 1000L / 2 > 500 ? s->retry * 1000L / 2 : 500;
 	s->settle_ms = s->retry * 1000L / 2 < 1000 ? s->retry * 1000L / 2 : 1000;
 	s->live_bound = 3 * s->ttl * 1000L + 4 * s->req_timeout + 10000;
+	/* hapg.failsafe_mode's settings check: the commit guard is required */
+	s->fs_on = cfg->failsafe &&
+		hapg_failsafe_settings_error(s->ttl, cfg->commit_guard, 10) == NULL;
 	s->next_rv = 100;
 	s->wfree = -1;
 	s->ntl = 1;
@@ -2341,6 +2955,7 @@ sim_init(Sim *s, const SimConfig *cfg, SimResult *res)
 		mb->w.req = NOWHERE;
 		mb->restart_at = -1;
 		mb->conn_to = i != 0 ? 0 : NOWHERE;
+		mb->rep_peer = NOWHERE;
 		pg_start(s, i);
 	}
 	ev_push(s, 100, EV_TICK, NOWHERE, 0, 0);
@@ -2427,6 +3042,12 @@ sim_run(const SimConfig *cfg, SimResult *res)
 				break;
 			case EV_TICK:
 				tick(s);
+				break;
+			case EV_WAL:
+				fs_deliver(s, e.m, (uint64_t) e.a, e.b);
+				break;
+			case EV_FEEDBACK:
+				fs_feedback(s, e.m, (uint64_t) e.a, e.b);
 				break;
 			case EV_FAULT:
 				fault_next(s);

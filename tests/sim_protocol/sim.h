@@ -25,8 +25,15 @@ typedef enum SimMutation
 	MUT_FENCE_LATE,				/* the leader fences one second late */
 	MUT_CAS_IGNORES_RV,			/* the API server accepts any resourceVersion */
 	MUT_NO_TAKEOVER,			/* a standby never takes an expired Lease */
-	MUT_PROMOTING_FORGETS		/* lease.c before the fix: a promoting winner that
+	MUT_PROMOTING_FORGETS,		/* lease.c before the fix: a promoting winner that
 								 * cannot read the API forgets it leads */
+	MUT_FS_SKIP_SILENT,			/* failsafe: the proof leaves out a listed member
+								 * that has no walsender */
+	MUT_FS_IMPATIENT,			/* failsafe: a standby's patience is only the
+								 * margin, shorter than the leader's bound */
+	MUT_FS_NO_WRITE_HOLD,		/* failsafe: the taker's write hold is ignored */
+	MUT_FS_TOOK_ON_ANSWER		/* act.c before the fix: took_failsafe set only
+								 * when the acquire's answer arrives */
 } SimMutation;
 
 /* How one run is set up; everything else comes from the seed. */
@@ -44,6 +51,8 @@ typedef struct SimConfig
 	bool		whole_pauses_only;	/* pauses stop the whole member, never only the worker */
 	bool		worker_stalls_only; /* pauses stop only the worker, never the server */
 	bool		cut_winners;	/* cut a new Lease holder off the API right after its win */
+	bool		failsafe;		/* hapg.failsafe_mode: heartbeats, proofs, a
+								 * replication stream with its own delays and cuts */
 } SimConfig;
 
 /* What one run found. */
@@ -63,6 +72,10 @@ typedef struct SimResult
 	int64_t		quiet_periods;
 	int64_t		max_recovery_ms;	/* longest wait for a leader once faults stopped */
 	int64_t		checks;			/* invariant evaluations */
+	int64_t		fs_beats;		/* failsafe: heartbeat records written */
+	int64_t		fs_proof_ms;	/* failsafe: time leaders were writable only by a proof */
+	int64_t		fs_holds;		/* failsafe: decisions that left an expired Lease alone */
+	int64_t		fs_takeovers;	/* failsafe: Leases taken from a failsafe holder */
 	uint64_t	digest;			/* of the whole run: same seed, same digest */
 	bool		violated;
 	char		violation[512];
