@@ -49,6 +49,11 @@ kill-leader-replica-down   node loss of a replica, then of the leader while the
                    replica is down; both come back later
 api-cut-switchover hapg_switchover() and, 0..0.8 s later, the API down for
                    everyone for ttl..2 x ttl
+api-cut-partition  (with --failsafe) the leader's API requests get 503s and,
+                   ttl..2 x ttl later (failsafe mode has begun), one replica
+                   is partitioned from it (as replica-partition) for
+                   ttl..3 x ttl: the leader must fence within the bound, the
+                   other replica take over
 
 Judged per fault (from its start to the next fault's start) and at the end
 ---------------------------------------------------------------------------
@@ -117,6 +122,10 @@ TABLE = 'chaos_w'
 KINDS = ['kill-pg', 'node-loss', 'sigstop', 'api-cut-leader', 'api-down', 'api-garbage',
          'api-truncated', 'api-huge', 'api-slow', 'replica-kill', 'replica-partition',
          'switchover', 'sigterm', 'rm-datadir', 'kill-leader-replica-down', 'api-cut-switchover']
+# only with --failsafe (or named in --kinds), so that the schedules of the
+# seeds above stay as they were
+FAILSAFE_KINDS = ['api-cut-partition']
+ALL_KINDS = KINDS + FAILSAFE_KINDS
 # kinds that never lose the leader: an acknowledged write lost there is a violation
 ZERO_LOSS = {'switchover', 'sigterm', 'replica-kill', 'replica-partition'}
 
@@ -478,6 +487,10 @@ def make_schedule(seed, n, kinds):
             p['gap'] = round(r.uniform(0.5, 3), 2)
             p['down_extra'] = round(r.uniform(0, ttl), 2)
             p['leader_first'] = r.random() < 0.5
+        elif kind == 'api-cut-partition':
+            p['replica'] = r.randrange(2)
+            p['delay'] = round(r.uniform(ttl, 2 * ttl), 2)
+            p['duration'] = round(r.uniform(ttl, 3 * ttl), 2)
         elif kind == 'api-cut-switchover':
             p['candidate'] = r.choice([None, 0, 1])
             p['delay'] = round(r.uniform(0, 0.8), 2)
@@ -788,6 +801,22 @@ class Campaign:
             return '%s cut off from %s for %ss: it received %s bytes meanwhile, %s behind at the end' % (
                 rep, leader, p['duration'], pos2 - pos if None not in (pos, pos2) else '?',
                 int(lead) - pos2 if None not in (lead, pos2) else '?')
+        if kind == 'api-cut-partition':
+            if not self.part.ok:
+                raise FaultError('cannot partition: %s' % self.part.why)
+            rep = reps[p['replica']]
+            c.double.add_fault(user=leader, mode='error', status=503)
+            try:
+                time.sleep(p['delay'])
+                self.part.cut(rep, c.m(rep).port, leader, c.m(leader).port)
+                try:
+                    time.sleep(p['duration'])
+                finally:
+                    self.part.heal()
+            finally:
+                c.double.clear_faults()
+            return '%s cut off from the API, %s partitioned from it %ss later for %ss; holder: %s' % (
+                leader, rep, p['delay'], p['duration'], c.holder())
         if kind == 'switchover':
             cand = None if p['candidate'] is None else reps[p['candidate']]
             caller = leader if p['caller'] == 'leader' else reps[r.randrange(2)]
@@ -1106,7 +1135,7 @@ def fault_line(r):
 
 def table(results, markdown):
     by = collections.OrderedDict()
-    for k in KINDS:
+    for k in ALL_KINDS:
         rs = [r for r in results if r['kind'] == k]
         if rs:
             by[k] = rs
@@ -1143,7 +1172,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--faults', type=int, default=20)
     ap.add_argument('--seed', type=int, default=None)
-    ap.add_argument('--kinds', default='all', help='comma-separated, or "all": ' + ','.join(KINDS))
+    ap.add_argument('--kinds', default='all', help='comma-separated, or "all": ' + ','.join(KINDS) +
+                    ' (and with --failsafe ' + ','.join(FAILSAFE_KINDS) + ')')
     ap.add_argument('--skip-kinds', default='', help='comma-separated kinds left out')
     ap.add_argument('--from', dest='start', type=int, default=0,
                     help='run only faults K.. of the schedule (replay)')
@@ -1172,10 +1202,11 @@ def main():
         return
     if args.seed is None:
         args.seed = random.randrange(1 << 31)
-    kinds = KINDS if args.kinds == 'all' else [k.strip() for k in args.kinds.split(',') if k.strip()]
-    bad = [k for k in kinds if k not in KINDS]
+    kinds = (KINDS + (FAILSAFE_KINDS if args.failsafe else [])) if args.kinds == 'all' else \
+        [k.strip() for k in args.kinds.split(',') if k.strip()]
+    bad = [k for k in kinds if k not in ALL_KINDS]
     if bad:
-        ap.error('unknown kinds %s (known: %s)' % (', '.join(bad), ', '.join(KINDS)))
+        ap.error('unknown kinds %s (known: %s)' % (', '.join(bad), ', '.join(ALL_KINDS)))
     skip = {k.strip() for k in args.skip_kinds.split(',') if k.strip()}
     kinds = [k for k in kinds if k not in skip]
     if not kinds:
@@ -1183,8 +1214,9 @@ def main():
     if os.geteuid() != 0:
         ap.error('run as root (PostgreSQL runs as user postgres)')
     camp = Campaign(args)
-    if 'replica-partition' in kinds and not camp.part.ok:
-        ap.error('replica-partition needs cgroup v2 and iptables: %s' % camp.part.why)
+    for k in ('replica-partition', 'api-cut-partition'):
+        if k in kinds and not camp.part.ok:
+            ap.error('%s needs cgroup v2 and iptables: %s' % (k, camp.part.why))
     schedule = make_schedule(args.seed, args.faults, kinds)
     cmd = '/usr/bin/python3 bench/chaos.py --faults %d --seed %d --kinds %s%s' % (
         args.faults, args.seed, ','.join(kinds), ' --failsafe' if args.failsafe else '')

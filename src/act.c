@@ -344,7 +344,11 @@ hapg_follow_leader(HapgWorker *w)
 		w->not_streaming_since_ms = now;
 		return;
 	}
-	if (w->local.streaming)
+	/* streaming that cannot get past the fork is not following */
+	if (w->local.streaming &&
+		!(w->lease.info.leader_timeline > (int) w->local.timeline &&
+		  hapg_past_fork(w->lease.info.history, w->lease.info.nhistory,
+						 w->local.timeline, w->local.lsn)))
 	{
 		w->not_streaming_since_ms = 0;
 		return;

@@ -189,6 +189,31 @@ hapg_quiet_wake_ms(int64_t quiet_at_ms, int64_t last_cycle_ms)
 	return quiet_at_ms > last_cycle_ms ? quiet_at_ms : 0;
 }
 
+/*
+ * Has this standby gone past the point where the leader's history forked
+ * off its timeline?  Then its WAL receiver streams, reaches the fork, stops
+ * and starts again for ever ("new timeline forked off current database
+ * system timeline before current recovery point"): streaming that leads
+ * nowhere, which the rewind rule must count as not streaming.  The fork
+ * is the position the Lease's history recorded for the promotion away from
+ * my timeline (the new leader's position when it asked to promote; a
+ * standby between that and the true switch point is not diverged, and
+ * switches timeline well within the rewind patience).
+ */
+bool
+hapg_past_fork(const HapgHistoryEntry *history, int nhistory, uint32_t my_timeline,
+			   uint64_t my_lsn)
+{
+	int			i;
+
+	for (i = 0; i < nhistory; i++)
+		if (history[i].old_timeline == (int) my_timeline &&
+			history[i].new_timeline > (int) my_timeline &&
+			history[i].lsn > 0 && my_lsn > history[i].lsn)
+			return true;
+	return false;
+}
+
 /* The rewind rule: a newer leader timeline and no streaming for that long. */
 bool
 hapg_rewind_due(int64_t not_streaming_since_ms, int64_t now_ms, int ttl_s,

@@ -164,6 +164,8 @@ extern bool hapg_write_still_valid(int64_t sent_ms, int64_t arrived_ms,
 extern int64_t hapg_lease_quiet_at(int64_t last_heard_ms, int loop_wait_s);
 extern int64_t hapg_quiet_wake_ms(int64_t quiet_at_ms, int64_t last_cycle_ms);
 extern int64_t hapg_rewind_patience_ms(int ttl_s);
+extern bool hapg_past_fork(const HapgHistoryEntry *history, int nhistory,
+						   uint32_t my_timeline, uint64_t my_lsn);
 extern bool hapg_rewind_due(int64_t not_streaming_since_ms, int64_t now_ms,
 							int ttl_s, int leader_timeline,
 							uint32_t my_timeline);

@@ -58,8 +58,10 @@ def start_healthy(fcl):
         if not c.m(m).launcher_alive():
             c.start_member(m, wait=False)
     leader = healthy(c, timeout=120)
-    # the leader's last renewal carries the member list
-    wait_for(lambda: len(failsafe_list(c)) == 3, 10, 'the Lease to list all members')
+    # the leader's last renewal carries the member list, and both replicas
+    # as streaming (what hapg_failover judges a candidate on)
+    wait_for(lambda: len(failsafe_list(c)) == 3 and streaming_in_lease(c) >= set(replicas_of(leader)),
+             20, 'the Lease to list all members, the replicas streaming')
     yield leader
 
 
@@ -69,6 +71,16 @@ def failsafe_list(c):
         return json.loads(ann.get('hapg.io/failsafe', '{}')).get('members', [])
     except ValueError:
         return []
+
+
+def streaming_in_lease(c):
+    """The members the leader's last renewal reports as streaming."""
+    ann = (c.lease().get('metadata') or {}).get('annotations') or {}
+    try:
+        pos = json.loads(ann.get('hapg.io/members', '{}'))
+    except ValueError:
+        return set()
+    return {m for m, p in pos.items() if isinstance(p, dict) and p.get('state') == 'streaming'}
 
 
 def renew_time(c):
@@ -218,11 +230,13 @@ def test_api_cut_for_the_leader_only(fcl, start_healthy):
             '%s did not say why it left the Lease alone' % m
 
 
-def test_leader_cut_and_a_replica_lost_fences(fcl, start_healthy):
-    """The leader loses the API and then one replica stops (SIGSTOP, so its
-    connection stays open and it confirms nothing): the leader fences
-    within the bound; the other replica takes over after its patience;
-    never two writable members."""
+@pytest.mark.parametrize('how', ['sigstop', 'kill'])
+def test_leader_cut_and_a_replica_lost_fences(fcl, start_healthy, how):
+    """The leader loses the API and then one replica is lost: stopped
+    (SIGSTOP, so its connection stays open and it confirms nothing), or
+    gone (kill -9 of its whole tree, what deleting its Pod does to the
+    server): the leader fences within the bound; the other replica takes
+    over after its patience; never two writable members."""
     c = fcl
     leader = start_healthy
     lost, survivor = replicas_of(leader)
@@ -235,9 +249,12 @@ def test_leader_cut_and_a_replica_lost_fences(fcl, start_healthy):
         wait_for(lambda: c.status(leader)['failsafe_active'], 3 * ttl(c),
                  'failsafe on %s' % leader, interval=0.1)
         t_stop = time.monotonic()
-        for pid in c.server_pids(lost):
-            os.kill(pid, signal.SIGSTOP)
-            stopped.append(pid)
+        if how == 'kill':
+            c.kill9_tree(lost)
+        else:
+            for pid in c.server_pids(lost):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
         last = wait_for(lambda: (lambda a: a if a and time.monotonic() - a.end > 1.0 else None)(
             chk.last_ack(leader)), 3 * ttl(c), 'the leader to stop acknowledging writes',
             interval=0.1)
@@ -253,8 +270,8 @@ def test_leader_cut_and_a_replica_lost_fences(fcl, start_healthy):
         c.double.open_port(c.m(leader).api_port)
         chk.stop()
     first = chk.first_ack(survivor, after=t_stop)
-    note('%s stopped: %s acknowledged its last write %.2f s later, %s took over and wrote '
-         '%.2f s after the stop' % (lost, leader, last.end - t_stop, new, first.end - t_stop))
+    note('%s lost (%s): %s acknowledged its last write %.2f s later, %s took over and wrote '
+         '%.2f s after the loss' % (lost, how, leader, last.end - t_stop, new, first.end - t_stop))
     assert_checker_clean(chk)
     assert last.end - t_stop <= bound(c) + 1.0, \
         'the leader wrote %.2f s after a member stopped (bound %.1f s)' % (last.end - t_stop, bound(c))

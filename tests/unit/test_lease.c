@@ -904,6 +904,29 @@ TEST(rewind_patience)
 	CHECK(hapg_rewind_due(0, 10000, 3, 2, 1));
 }
 
+/* A standby past the point where the leader's timeline forked off its own. */
+TEST(past_the_fork)
+{
+	HapgHistoryEntry h[2];
+
+	memset(h, 0, sizeof(h));
+	h[0].old_timeline = 6;
+	h[0].new_timeline = 7;
+	h[0].lsn = 0x5000000;
+	h[1].old_timeline = 7;
+	h[1].new_timeline = 8;
+	h[1].lsn = 0x61FD9B8;
+	/* the campaign's case: received up to 0/6205958 on 7, 8 forked at 0/61FD9B8 */
+	CHECK(hapg_past_fork(h, 2, 7, 0x6205958));
+	CHECK(!hapg_past_fork(h, 2, 7, 0x61FD9B8));	/* at the fork: it can switch */
+	CHECK(!hapg_past_fork(h, 2, 7, 0x6000000));
+	CHECK(!hapg_past_fork(h, 2, 8, 0x9000000));	/* on the newest timeline */
+	CHECK(hapg_past_fork(h, 2, 6, 0x5000001));
+	CHECK(!hapg_past_fork(h, 0, 7, 0x6205958));	/* no history: nothing known */
+	h[1].lsn = 0;				/* a position never recorded */
+	CHECK(!hapg_past_fork(h, 2, 7, 0x6205958));
+}
+
 /* Every action the decision can ask for has a name and a description. */
 TEST(action_table_is_complete)
 {
@@ -960,6 +983,7 @@ run_lease_tests(void)
 	RUN(handover_releases_only_the_last_renewal);
 	RUN(late_write_does_not_promote);
 	RUN(rewind_patience);
+	RUN(past_the_fork);
 	RUN(lease_watch_quiet);
 	RUN(action_table_is_complete);
 }
