@@ -17,13 +17,20 @@
 #include <stdio.h>
 #include <string.h>
 
-/* How far past its members' last confirmed heartbeat a leader may write. */
+/*
+ * How far past its members' last confirmed heartbeat a leader may write:
+ * ttl/2 within [2 s, 4 s].  Heartbeats go every 250 ms and are confirmed
+ * within milliseconds, so a few seconds cover a slow round; more would only
+ * lengthen what a partitioned member that wins the election never gets.
+ */
 int64_t
 hapg_failsafe_bound_ms(int ttl_s)
 {
 	int64_t		b = (int64_t) ttl_s * 500;
 
-	return b > HAPG_FAILSAFE_MIN_BOUND_MS ? b : HAPG_FAILSAFE_MIN_BOUND_MS;
+	if (b < HAPG_FAILSAFE_MIN_BOUND_MS)
+		return HAPG_FAILSAFE_MIN_BOUND_MS;
+	return b > HAPG_FAILSAFE_MAX_BOUND_MS ? HAPG_FAILSAFE_MAX_BOUND_MS : b;
 }
 
 /* How long after the leader's last message a standby keeps its hands off. */

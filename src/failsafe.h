@@ -20,6 +20,11 @@
 #define HAPG_FAILSAFE_MARGIN_MS 1000
 /* the shortest bound worth having: a heartbeat round and its answers */
 #define HAPG_FAILSAFE_MIN_BOUND_MS 2000
+/*
+ * the longest: a leader confirmed by every member but the one that will win
+ * the election acknowledges writes that member never gets for this long
+ */
+#define HAPG_FAILSAFE_MAX_BOUND_MS 4000
 /* an API request of a leader in failsafe ends this soon */
 #define HAPG_FAILSAFE_REQUEST_MS 1000
 

@@ -28,7 +28,7 @@ FAILSAFE_CONF = {'hapg.failsafe_mode': 'on'}
 
 
 def bound(c):
-    return max(ttl(c) * 0.5, 2.0)
+    return min(max(ttl(c) * 0.5, 2.0), 4.0)      # hapg_failsafe_bound_ms
 
 
 def patience(c):

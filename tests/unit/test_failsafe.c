@@ -54,7 +54,9 @@ leader_in(HapgBeats *beats, HapgMemberPos *senders)
 TEST(failsafe_timings)
 {
 	CHECK(hapg_failsafe_bound_ms(6) == 3000);
-	CHECK(hapg_failsafe_bound_ms(30) == 15000);
+	CHECK(hapg_failsafe_bound_ms(30) == HAPG_FAILSAFE_MAX_BOUND_MS);
+	CHECK(hapg_failsafe_bound_ms(8) == 4000);
+	CHECK(hapg_failsafe_bound_ms(5) == 2500);
 	CHECK(hapg_failsafe_bound_ms(2) == HAPG_FAILSAFE_MIN_BOUND_MS);
 	CHECK(hapg_failsafe_patience_ms(6) == 3000 + HAPG_FAILSAFE_MARGIN_MS);
 	CHECK(hapg_failsafe_patience_ms(30) > hapg_failsafe_bound_ms(30));
