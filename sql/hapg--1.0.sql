@@ -22,7 +22,11 @@ CREATE FUNCTION hapg_status(
     OUT paused boolean,
     OUT pending_switchover text,
     OUT failsafe_active boolean,
-    OUT failsafe_since timestamptz)
+    OUT failsafe_since timestamptz,
+    OUT sync_mode text,
+    OUT sync_strict boolean,
+    OUT sync_required integer,
+    OUT sync_standbys text[])
 RETURNS record
 AS 'MODULE_PATHNAME', 'hapg_status'
 LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
@@ -43,7 +47,9 @@ CREATE FUNCTION hapg_members_internal(
     OUT pod_role_label text,
     OUT nofailover boolean,
     OUT failover_priority integer,
-    OUT paused boolean)
+    OUT paused boolean,
+    OUT sync_state text,
+    OUT nosync boolean)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'hapg_members_internal'
 LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
@@ -51,7 +57,7 @@ LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 CREATE VIEW hapg_members AS
   SELECT member, role, state, connect_address, timeline, lsn, lag_bytes,
          is_leader, last_seen, pod_role_label, nofailover, failover_priority,
-         paused
+         paused, sync_state, nosync
     FROM hapg_members_internal();
 
 COMMENT ON VIEW hapg_members IS
@@ -101,13 +107,13 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION hapg_switchover(text, timestamptz) IS
   'planned switchover to candidate (default: the healthiest replica), now or at scheduled_at; returns the new leader';
 
-CREATE FUNCTION hapg_failover(candidate text)
+CREATE FUNCTION hapg_failover(candidate text, force boolean DEFAULT false)
 RETURNS text
 AS 'MODULE_PATHNAME', 'hapg_failover'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
-COMMENT ON FUNCTION hapg_failover(text) IS
-  'promote candidate when the cluster has no healthy leader; returns the new leader';
+COMMENT ON FUNCTION hapg_failover(text, boolean) IS
+  'promote candidate when the cluster has no healthy leader (force: even outside the synchronous standbys); returns the new leader';
 
 CREATE FUNCTION hapg_pause()
 RETURNS text
@@ -143,12 +149,12 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION hapg_switchover(text, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION hapg_failover(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION hapg_failover(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION hapg_pause() FROM PUBLIC;
 REVOKE ALL ON FUNCTION hapg_resume() FROM PUBLIC;
 REVOKE ALL ON FUNCTION hapg_cancel_switchover() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hapg_switchover(text, timestamptz) TO hapg_admin;
-GRANT EXECUTE ON FUNCTION hapg_failover(text) TO hapg_admin;
+GRANT EXECUTE ON FUNCTION hapg_failover(text, boolean) TO hapg_admin;
 GRANT EXECUTE ON FUNCTION hapg_pause() TO hapg_admin;
 GRANT EXECUTE ON FUNCTION hapg_resume() TO hapg_admin;
 GRANT EXECUTE ON FUNCTION hapg_cancel_switchover() TO hapg_admin;

@@ -263,7 +263,8 @@ act_write_lease(HapgWorker *w, const HapgDecisionInput *in, const HapgDecision *
 							d->action == HAPG_ACT_ACQUIRE ? "acquired" : "holds",
 							w->cfg.cluster, w->lease.info.view.transitions)));
 		hapg_mark_joined(w->cfg.cluster);
-		if (d->promote)
+		/* commits wait for the published synchronous set from the first one */
+		if (d->promote && hapg_sync_before_promote(w))
 			start_promotion(w, why, strcmp(old_holder, w->cfg.member) == 0 ? "" : old_holder);
 		return HAPG_DONE;
 	}

@@ -190,8 +190,8 @@ line_sets(const char *line, const char **names, int n)
  * lock, same atomic rename), so neither can lose the other's change.
  * A NULL value removes the setting.
  */
-static bool
-set_auto_conf(const char **names, const char **values, int n)
+bool
+hapg_set_auto_conf(const char **names, const char **values, int n)
 {
 	StringInfoData out;
 	FILE	   *f;
@@ -254,7 +254,7 @@ hapg_follow(HapgFollowMemory *fm, const char *conninfo, const char *slot)
 		return false;
 	values[0] = conninfo;
 	values[1] = slot && slot[0] ? slot : NULL;
-	if (!set_auto_conf(names, values, 2))
+	if (!hapg_set_auto_conf(names, values, 2))
 	{
 		ereport(LOG, (errmsg("hapg: could not update %s: %m", AUTO_CONF)));
 		return false;

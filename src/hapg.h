@@ -60,6 +60,11 @@ extern int	hapg_switchover_timeout;
 extern bool hapg_lease_bounded_commits;
 extern bool hapg_lease_bounded_reads;
 extern bool hapg_failsafe_mode;
+extern int	hapg_synchronous_mode;	/* HapgSyncMode */
+extern bool hapg_synchronous_mode_strict;
+extern int	hapg_synchronous_node_count;
+extern bool hapg_nosync;
+extern int	hapg_maximum_lag_on_syncnode;
 
 /* The worker's settings in force: the last valid combination (settings.c). */
 typedef struct HapgConfig
@@ -143,6 +148,7 @@ typedef struct HapgShared
 	char		handover_to[HAPG_NAME_LEN];	/* Lease released to it, or "" */
 	bool		failsafe_active;	/* writable past the fence deadline on a failsafe proof */
 	TimestampTz failsafe_since;
+	HapgSyncSet sync;			/* the synchronous set the Lease publishes */
 	int			nmembers;
 	HapgMemberView members[HAPG_MAX_MEMBERS];	/* the member view (members.c) */
 	int			nhistory;
@@ -160,6 +166,7 @@ typedef struct HapgShared
 	HapgRequestKind req_kind;
 	char		req_candidate[HAPG_NAME_LEN];
 	int64		req_scheduled_at_us;
+	bool		req_force;		/* hapg_failover(..., force => true) */
 	HapgVerdict req_verdict;
 	char		req_leader[HAPG_NAME_LEN];	/* the leader it was judged against */
 } HapgShared;
@@ -176,7 +183,7 @@ extern uint64 hapg_read_writable_until(void);
 extern uint64 hapg_initial_writable_until(void);
 /* The backend's side of the request channel (request.c). */
 extern void hapg_ask_worker(HapgRequestKind kind, const char *candidate,
-							int64 scheduled_at_us, HapgVerdict *v, char *leader);
+							int64 scheduled_at_us, bool force, HapgVerdict *v, char *leader);
 extern void hapg_nap(long ms);
 
 /* Local server actions (follow.c). */
@@ -201,6 +208,7 @@ extern void hapg_fence(const char *reason, const char *source, bool immediate);
 extern void hapg_write_rejoin(const char *source, const char *reason);
 extern void hapg_mark_joined(const char *cluster);
 extern void hapg_slot_name(const char *member, char *buf, int buflen);
+extern bool hapg_set_auto_conf(const char **names, const char **values, int n);
 extern bool hapg_follow(HapgFollowMemory *fm, const char *conninfo,
 						const char *slot);
 extern void hapg_retry_streaming(void);

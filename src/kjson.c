@@ -350,6 +350,62 @@ parse_failsafe(json_object *obj, HapgLeaseInfo *out)
 	json_object_put(a);
 }
 
+/*
+ * hapg.io/sync: {"mode": "on", "strict": false, "k": 1, "members": [...]}.
+ * Present but damaged, it promises nothing anyone can check: defined with
+ * k 0 and nobody listed, so nobody takes over on its own.
+ */
+static void
+parse_sync(json_object *obj, HapgLeaseInfo *out)
+{
+	json_object *a;
+	json_object *list;
+	json_object *k;
+	const char *mode;
+	size_t		i;
+
+	hapg_sync_set_clear(&out->sync);
+	if (jstr(jget(obj, "metadata", "annotations", HAPG_SYNC_ANNOTATION)) == NULL)
+		return;
+	out->sync.defined = true;
+	if ((a = json_annotation(obj, HAPG_SYNC_ANNOTATION)) == NULL)
+		return;
+	list = jget(a, "members", NULL, NULL);
+	k = jget(a, "k", NULL, NULL);
+	if (list && json_object_is_type(list, json_type_array) &&
+		k && json_object_is_type(k, json_type_int))
+	{
+		for (i = 0; i < json_object_array_length(list); i++)
+		{
+			const char *name = jstr(json_object_array_get_idx(list, i));
+
+			if (name == NULL || strlen(name) >= HAPG_NAME_LEN ||
+				!(hapg_valid_member_name(name) || hapg_sync_is_placeholder(name)) ||
+				!hapg_sync_set_add(&out->sync, name))
+			{
+				/* one bad name and the whole list is suspect */
+				hapg_sync_set_clear(&out->sync);
+				out->sync.defined = true;
+				json_object_put(a);
+				return;
+			}
+		}
+		out->sync.k = json_object_get_int(k);
+		if (out->sync.k < 0 || out->sync.k > out->sync.n)
+			out->sync.k = 0;
+	}
+	if ((mode = jstr(jget(a, "mode", NULL, NULL))) == NULL ||
+		!hapg_sync_parse_mode(mode, &out->sync.mode))
+		out->sync.mode = HAPG_SYNC_ON;
+	{
+		json_object *st = jget(a, "strict", NULL, NULL);
+
+		out->sync.strict = st && json_object_is_type(st, json_type_boolean) &&
+			json_object_get_boolean(st);
+	}
+	json_object_put(a);
+}
+
 /* Extract what the protocol needs from a coordination.k8s.io/v1 Lease. */
 bool
 hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
@@ -407,6 +463,7 @@ hapg_parse_lease(json_object *obj, HapgLeaseInfo *out, char *err, int errlen)
 		parse_history(s, out);
 	parse_steering(obj, out);
 	parse_failsafe(obj, out);
+	parse_sync(obj, out);
 	return true;
 }
 
@@ -473,6 +530,9 @@ hapg_parse_pod(json_object *obj, const char *role_label_key,
 		json_object *nf = jget(st, "nofailover", NULL, NULL);
 
 		out->nofailover = nf && json_object_is_type(nf, json_type_boolean) &&
+			json_object_get_boolean(nf);
+		nf = jget(st, "nosync", NULL, NULL);
+		out->nosync = nf && json_object_is_type(nf, json_type_boolean) &&
 			json_object_get_boolean(nf);
 	}
 	out->priority = jint(jget(st, "priority", NULL, NULL), 1);
@@ -768,6 +828,7 @@ hapg_build_lease(json_object *existing, const HapgLeaseWrite *w)
 	set_annotation(ann, HAPG_SWITCHOVER_ANNOTATION, w->switchover_json);
 	set_annotation(ann, HAPG_HANDOVER_ANNOTATION, w->handover_json);
 	set_annotation(ann, HAPG_FAILSAFE_ANNOTATION, w->failsafe_json);
+	set_annotation(ann, HAPG_SYNC_ANNOTATION, w->sync_json);
 
 	spec = ensure_obj(obj, "spec");
 	set_str(spec, "holderIdentity", w->holder);
@@ -786,7 +847,8 @@ hapg_build_lease(json_object *existing, const HapgLeaseWrite *w)
 char *
 hapg_build_status_json(const char *role, const char *state, int timeline,
 					   uint64_t lsn, const char *connect_address,
-					   const char *version, bool nofailover, int priority)
+					   const char *version, bool nofailover, bool nosync,
+					   int priority)
 {
 	json_object *obj = json_object_new_object();
 	char		buf[32];
@@ -800,6 +862,7 @@ hapg_build_status_json(const char *role, const char *state, int timeline,
 	set_str(obj, "connect_address", connect_address);
 	set_str(obj, "version", version);
 	json_object_object_add(obj, "nofailover", json_object_new_boolean(nofailover));
+	json_object_object_add(obj, "nosync", json_object_new_boolean(nosync));
 	json_object_object_add(obj, "priority", json_object_new_int(priority));
 	out = dump(obj);
 	json_object_put(obj);
@@ -884,6 +947,26 @@ hapg_build_failsafe_json(const char (*names)[HAPG_NAME_LEN], int n)
 
 	for (i = 0; i < n; i++)
 		json_object_array_add(list, json_object_new_string(names[i]));
+	json_object_object_add(obj, "members", list);
+	out = dump(obj);
+	json_object_put(obj);
+	return out;
+}
+
+/* The hapg.io/sync annotation: the synchronous set a leader published. */
+char *
+hapg_build_sync_json(const HapgSyncSet *set)
+{
+	json_object *obj = json_object_new_object();
+	json_object *list = json_object_new_array();
+	char	   *out;
+	int			i;
+
+	set_str(obj, "mode", hapg_sync_mode_name(set->mode));
+	json_object_object_add(obj, "strict", json_object_new_boolean(set->strict));
+	json_object_object_add(obj, "k", json_object_new_int(set->k));
+	for (i = 0; i < set->n; i++)
+		json_object_array_add(list, json_object_new_string(set->names[i]));
 	json_object_object_add(obj, "members", list);
 	out = dump(obj);
 	json_object_put(obj);

@@ -12,6 +12,7 @@
 
 #include "lease.h"
 #include "steer.h"
+#include "syncrep.h"
 
 #define HAPG_CLUSTER_LABEL "hapg.io/cluster"
 #define HAPG_STATUS_ANNOTATION "hapg.io/status"
@@ -24,6 +25,7 @@
 #define HAPG_SWITCHOVER_ANNOTATION "hapg.io/switchover"
 #define HAPG_HANDOVER_ANNOTATION "hapg.io/handover"
 #define HAPG_FAILSAFE_ANNOTATION "hapg.io/failsafe"
+#define HAPG_SYNC_ANNOTATION "hapg.io/sync"
 
 
 /* A parsed Lease: the protocol fields plus the leader's annotations. */
@@ -47,6 +49,7 @@ typedef struct HapgLeaseInfo
 	bool		failsafe;		/* hapg.io/failsafe: the holder may use failsafe mode */
 	int			nfailsafe;		/* its member list (a damaged one lists nobody) */
 	char		failsafe_members[HAPG_MAX_MEMBERS][HAPG_NAME_LEN];
+	HapgSyncSet sync;			/* hapg.io/sync: the published synchronous set */
 } HapgLeaseInfo;
 
 /* A parsed member Pod: its role label and its hapg.io/status annotation. */
@@ -70,6 +73,7 @@ typedef struct HapgPodInfo
 	int			cand_timeline;
 	int			cand_priority;
 	bool		nofailover;		/* from the status: may it be promoted? */
+	bool		nosync;			/* from the status: never a synchronous standby */
 	int			priority;
 } HapgPodInfo;
 
@@ -94,6 +98,7 @@ typedef struct HapgLeaseWrite
 	const char *switchover_json;
 	const char *handover_json;
 	const char *failsafe_json;	/* hapg.io/failsafe */
+	const char *sync_json;		/* hapg.io/sync */
 } HapgLeaseWrite;
 
 /* An edit of a Lease by a member that does not hold it (SQL requests). */
@@ -129,7 +134,7 @@ extern char *hapg_build_status_json(const char *role, const char *state,
 									int timeline, uint64_t lsn,
 									const char *connect_address,
 									const char *version, bool nofailover,
-									int priority);
+									bool nosync, int priority);
 extern char *hapg_build_lease_edit(json_object *existing, const HapgLeaseEdit *e);
 extern char *hapg_build_switchover_json(const HapgSwitchover *sw);
 extern char *hapg_build_handover_json(const char *from, const char *to,
@@ -142,6 +147,7 @@ extern char *hapg_build_candidacy_patch(const char *term, bool eligible,
 										int priority);
 extern char *hapg_build_members_json(const HapgMemberPos *pos, int n);
 extern char *hapg_build_failsafe_json(const char (*names)[HAPG_NAME_LEN], int n);
+extern char *hapg_build_sync_json(const HapgSyncSet *set);
 extern void hapg_format_microtime(int64_t unix_us, char *buf, int buflen);
 
 #endif							/* HAPG_KJSON_H */

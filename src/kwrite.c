@@ -103,6 +103,7 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 	char		now_str[40];
 	char	   *members;
 	char	   *failsafe;
+	char	   *sync;
 	char	   *body;
 	KubeResponse r;
 	long		status;
@@ -126,6 +127,8 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 	lw.members_json = members;
 	failsafe = hapg_failsafe_before_write(w, d->action != HAPG_ACT_RELEASE);
 	lw.failsafe_json = failsafe ? failsafe : "";
+	sync = hapg_sync_before_write(w, d);
+	lw.sync_json = sync;
 	if (d->action == HAPG_ACT_ACQUIRE || d->action == HAPG_ACT_CREATE)
 	{
 		/* a new leader: a hand-over is done, an old switchover request void */
@@ -147,6 +150,7 @@ hapg_write_lease(HapgWorker *w, const HapgDecision *d, int64 *sent_ms)
 	body = hapg_build_lease(d->action == HAPG_ACT_CREATE ? NULL : w->lease.obj, &lw);
 	free(members);
 	free(failsafe);
+	free(sync);
 	if (body == NULL)
 	{
 		hapg_api_error(w, "out of memory building the Lease");
@@ -315,15 +319,16 @@ hapg_publish_pod(HapgWorker *w, HapgPodInfo *pod)
 		return;
 	label = hapg_pod_role_label(&self, w->lease.info.leader_timeline);
 	role = hapg_pod_role(&self);
-	snprintf(key, sizeof(key), "%s|%s|%s|%u|%s|%d|%d", label ? label : "", role, self.state,
-			 self.timeline, self.connect_address, self.nofailover, self.priority);
+	snprintf(key, sizeof(key), "%s|%s|%s|%u|%s|%d|%d|%d", label ? label : "", role, self.state,
+			 self.timeline, self.connect_address, self.nofailover, self.nosync, self.priority);
 	/* Up to date if we wrote it, and the Pod as last seen still agrees. */
 	if (strcmp(key, w->published_key) == 0 &&
 		strcmp(pod->role_label, label ? label : "") == 0 &&
 		pod->has_status && strcmp(pod->role, role) == 0 &&
 		strcmp(pod->state, self.state) == 0 && pod->timeline == (int) self.timeline &&
 		strcmp(pod->connect_address, self.connect_address) == 0 &&
-		pod->nofailover == self.nofailover && pod->priority == self.priority)
+		pod->nofailover == self.nofailover && pod->nosync == self.nosync &&
+		pod->priority == self.priority)
 		return;
 	/* Written before and the cache merely lags: also nothing to do. */
 	if (strcmp(key, w->published_key) == 0 && !w->pods.valid)
@@ -331,7 +336,7 @@ hapg_publish_pod(HapgWorker *w, HapgPodInfo *pod)
 
 	status = hapg_build_status_json(role, self.state, self.timeline, self.lsn,
 									self.connect_address, HAPG_VERSION,
-									self.nofailover, self.priority);
+									self.nofailover, self.nosync, self.priority);
 	patch = hapg_build_pod_patch(w->cfg.role_label, label, status);
 	free(status);
 	if (patch == NULL)

@@ -258,6 +258,46 @@ ineligible_reason(const HapgDecisionInput *in)
 }
 
 /*
+ * Synchronous mode: an acknowledged commit is on k members of the published
+ * set; hearing |V| - k + 1 of them, none further ahead than me, I have it.
+ * Otherwise wait: a more advanced one may take over, or one not heard yet
+ * may publish its position (true: out says why).
+ */
+static bool
+sync_witnesses_missing(const HapgDecisionInput *in, const HapgCandidate *me, HapgDecision *out)
+{
+	int			need;
+	int			heard = 1;
+	int			i;
+
+	if (in->sync == NULL || !in->sync->defined)
+		return false;
+	need = hapg_sync_witnesses_needed(in->sync);
+	for (i = 0; i < in->ncand; i++)
+	{
+		const HapgCandidate *c = &in->cand[i];
+
+		if (!c->published || !hapg_sync_set_has(in->sync, c->name))
+			continue;
+		heard++;
+		if (c->timeline > me->timeline ||
+			(c->timeline == me->timeline && c->lsn > me->lsn))
+		{
+			out->wake_in_ms = in->settle_ms > 0 ? in->settle_ms : 1000;
+			out->reason = "synchronous mode: a synchronous member is further ahead";
+			return true;
+		}
+	}
+	if (heard >= need)
+		return false;
+	out->wake_in_ms = in->settle_ms > 0 ? in->settle_ms : 1000;
+	out->reason = in->sync->k <= 0 ?
+		"synchronous mode: the leader promised no synchronous standby; no automatic failover" :
+		"synchronous mode: waiting to hear from enough synchronous members to be sure of every acknowledged commit";
+	return true;
+}
+
+/*
  * A standby that saw the Lease expire: publish a candidacy for this term
  * (the expired Lease's resourceVersion), wait until the others have
  * published theirs or the settle time passed, and take the Lease only if no
@@ -273,6 +313,9 @@ decide_election(const HapgDecisionInput *in, HapgDecision *out)
 	bool		all_in = true;
 	const HapgCandidate *better = NULL;
 	int			i;
+
+	if (why == NULL && in->sync && in->sync->defined && !hapg_sync_set_has(in->sync, in->me))
+		why = "synchronous mode: not a synchronous standby, so it may lack acknowledged commits";
 
 	snprintf(out->term, sizeof(out->term), "%s", in->lease.resource_version);
 	out->role = HAPG_ROLE_REPLICA;
@@ -296,6 +339,8 @@ decide_election(const HapgDecisionInput *in, HapgDecision *out)
 	me.timeline = in->my_timeline;
 	me.priority = in->priority;
 	waited = in->now_ms - in->candidacy_sent_ms;
+	if (sync_witnesses_missing(in, &me, out))
+		return;
 	for (i = 0; i < in->ncand; i++)
 	{
 		const HapgCandidate *c = &in->cand[i];

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "syncrep.h"
 
 /* A member's position as the leader saw it from its walsender. */
 typedef struct HapgMemberPos
@@ -123,6 +124,9 @@ typedef struct HapgDecisionInput
 	/* failsafe mode (failsafe.c) */
 	int64_t		failsafe_until_ms;	/* a leader's proof: writable until then (0: none) */
 	int64_t		failsafe_hold_ms;	/* hapg_failsafe_hold_ms: leave an expired Lease alone */
+
+	/* synchronous replication (syncrep.c): the set the Lease publishes, or NULL */
+	const HapgSyncSet *sync;
 } HapgDecisionInput;
 
 typedef struct HapgDecision

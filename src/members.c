@@ -68,6 +68,7 @@ build_one(const HapgMembersInput *in, const HapgLeaderPos *lp, int i,
 	m->has_settings = p->has_status || me;
 	m->replica = p->has_status && strcmp(p->role, "replica") == 0;
 	m->nofailover = p->nofailover;
+	m->nosync = p->nosync;
 	m->priority = p->has_status ? p->priority : 0;
 	snprintf(m->state, sizeof(m->state), "%s", p->has_status ? p->state : "unknown");
 	snprintf(m->connect_address, sizeof(m->connect_address), "%s", p->connect_address);
@@ -83,6 +84,7 @@ build_one(const HapgMembersInput *in, const HapgLeaderPos *lp, int i,
 				 in->self.connect_address);
 		m->replica = in->self.in_recovery;
 		m->nofailover = in->self.nofailover;
+		m->nosync = in->self.nosync;
 		m->priority = in->self.priority;
 		m->timeline = (int) in->self.timeline;
 		m->lsn = in->self.lsn;
@@ -127,7 +129,14 @@ hapg_build_members(const HapgMembersInput *in, HapgMemberView *out, int max)
 	int			i;
 
 	for (i = 0; i < in->npods && n < max; i++)
-		build_one(in, &lp, i, &out[n++]);
+	{
+		HapgMemberView *m = &out[n++];
+
+		build_one(in, &lp, i, m);
+		/* as the Lease publishes it: what a failover may count on */
+		snprintf(m->sync_state, sizeof(m->sync_state), "%s", m->is_leader ? "" :
+				 hapg_sync_state_of(&in->lease->sync, m->name, m->streaming, m->nosync));
+	}
 	return n;
 }
 

@@ -23,6 +23,7 @@ typedef struct HapgSelf
 	uint64_t	lsn;
 	const char *connect_address;
 	bool		nofailover;
+	bool		nosync;
 	int			priority;
 	int			nsenders;		/* my walsenders, by application_name */
 	const HapgMemberPos *senders;

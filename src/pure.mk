@@ -3,7 +3,7 @@
 #   include $(HAPG_ROOT)/src/pure.mk
 #   SRCS += $(addprefix $(HAPG_ROOT)/,$(HAPG_PURE_SRCS))
 HAPG_PURE_SRCS = src/common.c src/lease.c src/steer.c src/kjson.c src/members.c src/failsafe.c \
-                 src/commitrule.c src/metrics.c src/httprules.c src/watchframe.c
+                 src/commitrule.c src/metrics.c src/httprules.c src/watchframe.c src/syncrep.c
 HAPG_PURE_HDRS = src/common.h src/lease.h src/steer.h src/kjson.h src/members.h src/failsafe.h \
-                 src/commitrule.h src/metrics.h src/httprules.h src/watchframe.h
+                 src/commitrule.h src/metrics.h src/httprules.h src/watchframe.h src/syncrep.h
 HAPG_PURE_LIBS = -ljson-c -lm

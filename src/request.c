@@ -42,7 +42,7 @@ hapg_nap(long ms)
  */
 static void
 ask_once(HapgRequestKind kind, const char *candidate, int64 scheduled_at_us,
-		 HapgVerdict *v, char *leader)
+		 bool force, HapgVerdict *v, char *leader)
 {
 	int64		deadline = hapg_mono_ms() + CLAIM_WAIT_MS;
 	int			id = 0;
@@ -62,6 +62,7 @@ ask_once(HapgRequestKind kind, const char *candidate, int64 scheduled_at_us,
 			hapg_shared->req_kind = kind;
 			strlcpy(hapg_shared->req_candidate, candidate, HAPG_NAME_LEN);
 			hapg_shared->req_scheduled_at_us = scheduled_at_us;
+			hapg_shared->req_force = force;
 			id = ++hapg_shared->req_id;
 			procno = hapg_shared->worker_procno;
 			claimed = true;
@@ -127,7 +128,7 @@ ask_once(HapgRequestKind kind, const char *candidate, int64 scheduled_at_us,
  */
 void
 hapg_ask_worker(HapgRequestKind kind, const char *candidate, int64 scheduled_at_us,
-				HapgVerdict *v, char *leader)
+				bool force, HapgVerdict *v, char *leader)
 {
 	int			refusals;
 
@@ -136,7 +137,7 @@ hapg_ask_worker(HapgRequestKind kind, const char *candidate, int64 scheduled_at_
 		int64		wait_ms;
 		int64		until;
 
-		ask_once(kind, candidate, scheduled_at_us, v, leader);
+		ask_once(kind, candidate, scheduled_at_us, force, v, leader);
 		wait_ms = hapg_request_retry_ms(v, refusals, hapg_loop_wait);
 		if (wait_ms < 0)
 			break;
@@ -239,6 +240,7 @@ process_request(HapgWorker *w, int id)
 	in.kind = hapg_shared->req_kind;
 	strlcpy(candidate, hapg_shared->req_candidate, sizeof(candidate));
 	in.scheduled_at_us = hapg_shared->req_scheduled_at_us;
+	in.force = hapg_shared->req_force;
 	LWLockRelease(&hapg_shared->lock);
 	memset(&v, 0, sizeof(v));
 	holder[0] = '\0';

@@ -6,6 +6,7 @@
  */
 #include "hapg.h"
 #include "failsafe.h"
+#include "syncrep.h"
 #include "kube.h"
 
 #include <limits.h>
@@ -36,6 +37,20 @@ int			hapg_switchover_timeout = 60;
 bool		hapg_lease_bounded_commits = true;
 bool		hapg_lease_bounded_reads = false;
 bool		hapg_failsafe_mode = false;
+int			hapg_synchronous_mode = HAPG_SYNC_OFF;
+bool		hapg_synchronous_mode_strict = false;
+int			hapg_synchronous_node_count = 1;
+bool		hapg_nosync = false;
+int			hapg_maximum_lag_on_syncnode = -1;
+
+static const struct config_enum_entry sync_mode_options[] = {
+	{"off", HAPG_SYNC_OFF, false},
+	{"on", HAPG_SYNC_ON, false},
+	{"quorum", HAPG_SYNC_QUORUM, false},
+	{"false", HAPG_SYNC_OFF, true},
+	{"true", HAPG_SYNC_ON, true},
+	{NULL, 0, false}
+};
 
 /* Names hapg sends to Kubernetes must be names Kubernetes accepts. */
 static bool
@@ -312,6 +327,27 @@ hapg_define_settings(void)
 							 "The leader's value governs the cluster; see the README, \"Failsafe mode\".",
 							 &hapg_failsafe_mode, false, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+	DefineCustomEnumVariable("hapg.synchronous_mode",
+							 "Synchronous replication managed by the leader: off, on (FIRST n) or quorum (ANY n).",
+							 "The leader's value governs the cluster; see the README, \"Synchronous replication\".",
+							 &hapg_synchronous_mode, HAPG_SYNC_OFF, sync_mode_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("hapg.synchronous_mode_strict",
+							 "With too few synchronous standbys, commits wait instead of needing fewer acknowledgements.",
+							 NULL, &hapg_synchronous_mode_strict, false, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("hapg.synchronous_node_count",
+							"How many standbys must confirm each commit in synchronous mode.",
+							NULL, &hapg_synchronous_node_count, 1, 1, HAPG_MAX_MEMBERS - 1,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("hapg.nosync",
+							 "This member is never chosen as a synchronous standby.",
+							 NULL, &hapg_nosync, false, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("hapg.maximum_lag_on_syncnode",
+							"A synchronous standby lagging this far behind is replaced by a healthier one (-1: never).",
+							NULL, &hapg_maximum_lag_on_syncnode, -1, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hapg");
 }
 

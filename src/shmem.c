@@ -167,6 +167,7 @@ hapg_publish_shared(HapgWorker *w)
 			sizeof(s->handover_to));
 	s->failsafe_active = w->fs.active;
 	s->failsafe_since = w->fs.active ? w->fs.active_since : 0;
+	s->sync = li->sync;
 	s->nhistory = Min(li->nhistory, HAPG_MAX_HISTORY);
 	memcpy(s->history, li->history, sizeof(HapgHistoryEntry) * s->nhistory);
 	s->nmembers = n;

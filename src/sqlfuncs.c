@@ -17,6 +17,8 @@
 #include "miscadmin.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
@@ -61,8 +63,8 @@ Datum
 hapg_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[19];
-	bool		nulls[19];
+	Datum		values[23];
+	bool		nulls[23];
 	HapgShared	s;
 	TimestampTz now = GetCurrentTimestamp();
 	int64		age_ms;
@@ -111,6 +113,26 @@ hapg_status(PG_FUNCTION_ARGS)
 	values[17] = BoolGetDatum(s.failsafe_active);
 	values[18] = TimestampTzGetDatum(s.failsafe_since);
 	nulls[18] = !s.failsafe_active;
+	/* the synchronous set as the Lease publishes it (the leader's settings) */
+	if (s.sync.defined)
+	{
+		Datum		names[HAPG_MAX_MEMBERS];
+		int			n = 0;
+		int			i;
+
+		for (i = 0; i < s.sync.n; i++)
+			if (!hapg_sync_is_placeholder(s.sync.names[i]))
+				names[n++] = CStringGetTextDatum(s.sync.names[i]);
+		values[19] = CStringGetTextDatum(hapg_sync_mode_name(s.sync.mode));
+		values[20] = BoolGetDatum(s.sync.strict);
+		values[21] = Int32GetDatum(s.sync.k);
+		values[22] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+	}
+	else
+	{
+		values[19] = CStringGetTextDatum("off");
+		nulls[20] = nulls[21] = nulls[22] = true;
+	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
@@ -132,8 +154,8 @@ hapg_members_internal(PG_FUNCTION_ARGS)
 	for (i = 0; i < s->nmembers; i++)
 	{
 		HapgMemberView *m = &s->members[i];
-		Datum		values[13];
-		bool		nulls[13];
+		Datum		values[15];
+		bool		nulls[15];
 
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = CStringGetTextDatum(m->name);
@@ -156,6 +178,9 @@ hapg_members_internal(PG_FUNCTION_ARGS)
 		values[11] = Int32GetDatum(m->priority);
 		nulls[10] = nulls[11] = !m->has_settings;
 		values[12] = BoolGetDatum(s->paused);
+		values[13] = text_or_null(m->sync_state, &nulls[13]);
+		values[14] = BoolGetDatum(m->nosync);
+		nulls[14] = !m->has_settings;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -298,7 +323,7 @@ hapg_switchover(PG_FUNCTION_ARGS)
 	HapgVerdict v;
 	char		leader[HAPG_NAME_LEN];
 
-	hapg_ask_worker(HAPG_REQ_SWITCHOVER, candidate, at, &v, leader);
+	hapg_ask_worker(HAPG_REQ_SWITCHOVER, candidate, at, false, &v, leader);
 	if (at != 0)
 		PG_RETURN_TEXT_P(cstring_to_text(v.message));
 	if (strcmp(leader, hapg_shared->member) == 0)
@@ -322,7 +347,9 @@ hapg_failover(PG_FUNCTION_ARGS)
 	HapgVerdict v;
 	char		leader[HAPG_NAME_LEN];
 
-	hapg_ask_worker(HAPG_REQ_FAILOVER, candidate, 0, &v, leader);
+	bool		force = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+
+	hapg_ask_worker(HAPG_REQ_FAILOVER, candidate, 0, force, &v, leader);
 	wait_for_leader(v.target, leader);
 	PG_RETURN_TEXT_P(cstring_to_text(v.target));
 }
@@ -334,7 +361,7 @@ simple_request(HapgRequestKind kind)
 	HapgVerdict v;
 	char		leader[HAPG_NAME_LEN];
 
-	hapg_ask_worker(kind, "", 0, &v, leader);
+	hapg_ask_worker(kind, "", 0, false, &v, leader);
 	PG_RETURN_TEXT_P(cstring_to_text(v.message));
 }
 

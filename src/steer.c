@@ -117,10 +117,29 @@ candidate_refused(const HapgRequestInput *in, const HapgMemberView *m,
 	return false;
 }
 
+/* A standby the leader published as synchronous (sync or quorum). */
+static bool
+is_synchronous(const HapgMemberView *m)
+{
+	return strcmp(m->sync_state, "sync") == 0 || strcmp(m->sync_state, "quorum") == 0;
+}
+
+/* Whether the Lease publishes any synchronous standby. */
+static bool
+any_synchronous(const HapgMemberView *members, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (is_synchronous(&members[i]))
+			return true;
+	return false;
+}
+
 /*
  * The replica a switchover without a candidate goes to: streaming, allowed
- * to be promoted, within the lag limit; furthest ahead, then the higher
- * priority, then the lower name.
+ * to be promoted, within the lag limit; a synchronous one first, then the
+ * furthest ahead, then the higher priority, then the lower name.
  */
 const HapgMemberView *
 hapg_best_replica(const HapgMemberView *members, int n, const char *leader,
@@ -137,6 +156,12 @@ hapg_best_replica(const HapgMemberView *members, int n, const char *leader,
 			m->nofailover || m->priority <= 0 ||
 			lag_of(m, has_leader_lsn, leader_lsn) > max_lag)
 			continue;
+		if (best != NULL && is_synchronous(m) != is_synchronous(best))
+		{
+			if (is_synchronous(m))
+				best = m;
+			continue;
+		}
 		if (best == NULL ||
 			(m->has_lsn && (!best->has_lsn || m->lsn > best->lsn)) ||
 			((m->has_lsn == best->has_lsn && m->lsn == best->lsn) &&
@@ -247,6 +272,14 @@ judge_failover(const HapgRequestInput *in, HapgVerdict *out)
 	}
 	if (candidate_refused(in, m, false, out))
 		return;
+	if (!in->force && !is_synchronous(m) && any_synchronous(in->members, in->nmembers))
+	{
+		snprintf(msg, sizeof(msg), "member \"%s\" is not a synchronous standby", m->name);
+		refuse(out, msg,
+			   "The leader published the synchronous standbys that have every acknowledged commit (hapg_members.sync_state); it is not one of them.",
+			   "Choose a member whose sync_state is sync or quorum, or call hapg_failover(candidate, force => true): acknowledged commits may be lost.");
+		return;
+	}
 	if (in->has_leader_lsn && !m->has_lsn)
 	{
 		/* without its position the lag limit cannot be checked */

@@ -42,6 +42,7 @@ typedef struct HapgMemberView
 	bool		has_lsn;
 	uint64_t	lsn;			/* its position as the leader last saw it */
 	bool		nofailover;
+	bool		nosync;			/* hapg.nosync: never a synchronous standby */
 	int			priority;
 
 	/* for hapg_members */
@@ -53,6 +54,7 @@ typedef struct HapgMemberView
 	char		pod_role_label[HAPG_WORD_LEN];
 	int			timeline;
 	int64_t		last_seen;		/* when this was true (caller's timestamps) */
+	char		sync_state[HAPG_WORD_LEN];	/* sync, quorum, potential, async; "" for the leader */
 } HapgMemberView;
 
 /* A switchover waiting in the Lease's hapg.io/switchover annotation. */
@@ -73,6 +75,7 @@ typedef struct HapgRequestInput
 	const char *cluster;
 	const char *candidate;		/* "" = none given */
 	int64_t		scheduled_at_us;	/* 0 = none */
+	bool		force;			/* hapg_failover(..., force): past the synchronous set */
 	int64_t		now_us;			/* wall clock, Unix microseconds */
 	bool		lease_exists;
 	const char *holder;			/* "" = released */

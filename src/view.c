@@ -474,6 +474,7 @@ hapg_self(HapgWorker *w)
 	s.lsn = w->local.lsn;
 	s.connect_address = w->cfg.connect_address;
 	s.nofailover = hapg_nofailover;
+	s.nosync = hapg_nosync;
 	s.priority = hapg_failover_priority;
 	s.nsenders = w->local.nsenders;
 	s.senders = w->local.senders;

@@ -138,7 +138,8 @@ fill_input(HapgWorker *w, HapgDecisionInput *in)
 	in->retry_timeout_s = w->cfg.retry_timeout;
 	in->was_leader = w->was_leader;
 	in->last_renew_sent_ms = w->last_renew_sent_ms;
-	in->renew_interval_ms = w->cfg.loop_wait * 1000L;
+	/* a synchronous set to publish rides on the next renewal, now */
+	in->renew_interval_ms = w->sync.want_publish ? 0 : w->cfg.loop_wait * 1000L;
 	in->lease = li->view;
 	in->lease.known = w->lease_known;
 	in->lease.observed_ms = w->lease.observed_ms;
@@ -166,6 +167,7 @@ fill_input(HapgWorker *w, HapgDecisionInput *in)
 	hapg_failsafe_note_heard(w);
 	in->failsafe_until_ms = hapg_failsafe_until(w);
 	in->failsafe_hold_ms = hapg_failsafe_hold(w, in->now_ms);
+	in->sync = &li->sync;
 	in->ncand = 0;
 	in->cand = w->election_peers;
 	for (i = 0; i < w->pods.n && in->ncand < HAPG_MAX_MEMBERS; i++)
@@ -271,6 +273,7 @@ phase_local_actions(HapgWorker *w)
 	hapg_follow_leader(w);
 	if (!w->promoting)
 		hapg_keep_slots(w, w->role == HAPG_ROLE_LEADER && !w->local.in_recovery);
+	hapg_sync_round(w);
 }
 
 /* ------------------------------------------------------------- publish */
@@ -368,6 +371,7 @@ phase_wait(HapgWorker *w)
 	int64		now = hapg_mono_ms();
 	long		timeout = w->next_cycle_ms - now;
 	int64		quiet = 0;
+	int64		sync_ms;
 
 	if (w->lease.valid && kube_watch_active(w->lease_watch))
 		quiet = hapg_quiet_wake_ms(hapg_lease_quiet_at(w->lease_watch_heard_ms, w->cfg.loop_wait),
@@ -400,6 +404,13 @@ phase_wait(HapgWorker *w)
 	/* a leader in failsafe beats; a member holding its writes looks again */
 	if (hapg_failsafe_wait_ms(w, now) >= 0)
 		timeout = Min(timeout, hapg_failsafe_wait_ms(w, now));
+	/* a synchronous set to publish, or coming into force: a cycle soon */
+	sync_ms = hapg_sync_wait_ms(w);
+	if (sync_ms >= 0 && sync_ms < timeout)
+	{
+		timeout = sync_ms;
+		w->next_cycle_ms = Min(w->next_cycle_ms, now + sync_ms);
+	}
 	wait_for_work(&w->kube, Min(timeout, MAX_WAIT_MS));
 }
 
@@ -536,6 +547,7 @@ hapg_worker_main(Datum arg pg_attribute_unused())
 										ALLOCSET_DEFAULT_SIZES);
 	hapg_view_start(w);
 	hapg_failsafe_start(w);
+	hapg_sync_start(w);
 	load_settings(w, true);
 	ereport(LOG, (errmsg("hapg: worker started (version %s)", HAPG_VERSION)));
 	hapg_log_action_table(DEBUG1);

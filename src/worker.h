@@ -62,6 +62,22 @@ typedef struct HapgFailsafeState
 	char		held_term[HAPG_RV_LEN];	/* the expired Lease I last said I leave alone */
 } HapgFailsafeState;
 
+/* Synchronous replication, the worker's side (syncwork.c); the rules are syncrep.c's. */
+typedef struct HapgSyncWork
+{
+	HapgSyncSet config;			/* synchronous_standby_names as this leader set it */
+	char		written[2048];	/* the string written for it */
+	int64		written_ms;
+	int64		in_force_ms;	/* when it was seen in force, 0: not yet */
+	uint64		sync_point;		/* the flush position once in force, 0: not yet */
+	bool		want_publish;	/* the next step is a publication: renew soon */
+	int			nseen;			/* standbys last seen streaming: their grace period */
+	char		seen_name[HAPG_MAX_MEMBERS][HAPG_NAME_LEN];
+	int64		seen_ms[HAPG_MAX_MEMBERS];
+	uint64		seen_flush[HAPG_MAX_MEMBERS];
+	char		last_why[HAPG_MSG_LEN];	/* the last step, logged once */
+} HapgSyncWork;
+
 /* Everything the worker remembers; no other mutable state in the worker. */
 typedef struct HapgWorker
 {
@@ -126,6 +142,7 @@ typedef struct HapgWorker
 	int64		outage_start_ms;	/* first error of the current outage, or 0 */
 
 	HapgFailsafeState fs;		/* failsafe mode (heartbeat.c) */
+	HapgSyncWork sync;			/* synchronous replication (syncwork.c) */
 
 	MemoryContext loop_cxt;		/* reset after every pass of the loop */
 } HapgWorker;
@@ -194,6 +211,13 @@ extern int64 hapg_failsafe_until(HapgWorker *w);
 extern int64 hapg_failsafe_hold(HapgWorker *w, int64 now);
 extern int64 hapg_failsafe_hold_until(HapgWorker *w);
 extern int64 hapg_failsafe_wait_ms(HapgWorker *w, int64 now);
+
+/* syncwork.c: synchronous replication */
+extern void hapg_sync_start(HapgWorker *w);
+extern char *hapg_sync_before_write(HapgWorker *w, const HapgDecision *d);
+extern bool hapg_sync_before_promote(HapgWorker *w);
+extern void hapg_sync_round(HapgWorker *w);
+extern int64 hapg_sync_wait_ms(HapgWorker *w);
 
 /* request.c: the worker's side of the SQL request channel */
 extern void hapg_serve_requests(HapgWorker *w);

@@ -21,7 +21,10 @@ Typical use::
 Definitions
 -----------
 *acknowledged write*: an INSERT whose execute() returned without error: the
-member was a writable primary at some instant in [start, end].
+member was a writable primary at some instant in [start, end].  One whose
+wait for synchronous standbys was cancelled (statement_timeout; the server
+warns "canceling wait for synchronous replication": committed locally, maybe
+not replicated) is recorded as refused, kind 'sync-cancelled'.
 
 *violation* (two members accepting writes at the same time): writes a0 and
 a1 acknowledged by member A and b by member B != A with
@@ -49,9 +52,21 @@ import psycopg2
 import psycopg2.errors
 
 TABLE = 'hapg_check'
+# the WARNING of a commit whose wait for synchronous replication was cancelled
+SYNC_CANCELLED = 'canceling wait for synchronous replication'
 
 Attempt = collections.namedtuple('Attempt', 'member seq start end ok kind error')
-LeaseObs = collections.namedtuple('LeaseObs', 'start end holder rv renew_time transitions')
+LeaseObs = collections.namedtuple('LeaseObs', 'start end holder rv renew_time transitions acquire_time')
+
+
+def parse_microtime(s):
+    """A Kubernetes MicroTime (RFC 3339, UTC) -> Unix time, or None."""
+    import datetime
+    try:
+        return datetime.datetime.strptime(s.replace('Z', '+0000'),
+                                          '%Y-%m-%dT%H:%M:%S.%f%z').timestamp()
+    except (ValueError, AttributeError):
+        return None
 
 
 def ensure_table(cluster, member):
@@ -140,10 +155,18 @@ class Checker:
             seq = next(self._seq)
             t0 = time.monotonic()
             try:
+                del conn.notices[:]
                 with conn.cursor() as cur:
                     cur.execute('INSERT INTO %s (member, seq) VALUES (%%s, %%s)' % TABLE,
                                 (member, seq))
-                self._record(Attempt(member, seq, t0, time.monotonic(), True, 'ok', None))
+                if any(SYNC_CANCELLED in n for n in conn.notices):
+                    # statement_timeout ended the wait for the synchronous
+                    # standbys: committed locally, and the client was told
+                    # it may not be replicated; not an acknowledgement
+                    self._record(Attempt(member, seq, t0, time.monotonic(), False, 'sync-cancelled',
+                                         SYNC_CANCELLED))
+                else:
+                    self._record(Attempt(member, seq, t0, time.monotonic(), True, 'ok', None))
             except psycopg2.errors.ReadOnlySqlTransaction as e:
                 self._record(Attempt(member, seq, t0, time.monotonic(), False, 'read-only',
                                      str(e).strip().splitlines()[0]))
@@ -172,7 +195,8 @@ class Checker:
                     spec = lease.get('spec') or {}
                     obs = LeaseObs(t0, t1, spec.get('holderIdentity') or '',
                                    (lease.get('metadata') or {}).get('resourceVersion'),
-                                   spec.get('renewTime'), spec.get('leaseTransitions', 0))
+                                   spec.get('renewTime'), spec.get('leaseTransitions', 0),
+                                   spec.get('acquireTime'))
                     with self._lock:
                         self.lease_obs.append(obs)
             except Exception:  # noqa: BLE001 - the API may be faulted for everyone
@@ -246,7 +270,9 @@ class Checker:
 
     def _regained(self, member, t1, t2):
         """Was the Lease seen held by someone else (or nobody) as of t1 or
-        later, and then by `member`, before t2?"""
+        later, and then by `member`, before t2?  A poll every 100 ms can see
+        a quick winner's first write before its Lease: then the Lease's own
+        acquireTime (the same host's clock) between t1 and t2 counts."""
         with self._lock:
             obs = sorted(self.lease_obs, key=lambda o: o.start)
         seen_other = False
@@ -255,6 +281,9 @@ class Checker:
                 seen_other = o.holder != member     # the holder as of t1
                 continue
             if o.end > t2:
+                if seen_other and o.holder == member and o.acquire_time:
+                    at = parse_microtime(o.acquire_time)
+                    return at is not None and self.wall(t1) <= at <= self.wall(t2)
                 break
             if o.holder != member:
                 seen_other = True

@@ -16,6 +16,8 @@ main(void)
 	run_common_tests();
 	run_http_tests();
 	run_failsafe_tests();
+	run_syncrep_tests();
+	run_synctakeover_tests();
 	printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
 	return unit_failed == 0 ? 0 : 1;
 }

@@ -104,7 +104,7 @@ TEST(holder_must_be_a_member_name)
 static void
 check_address(const char *addr, const char *expect)
 {
-	char	   *status = hapg_build_status_json("replica", "streaming", 3, 1, addr, "1.0", false, 1);
+	char	   *status = hapg_build_status_json("replica", "streaming", 3, 1, addr, "1.0", false, false, 1);
 	char	   *patch = hapg_build_pod_patch("role", "replica", status);
 	json_object *o = parse(patch);
 	HapgPodInfo p;
@@ -153,7 +153,7 @@ TEST(garbage_is_reported)
 TEST(pod_with_status)
 {
 	char	   *status = hapg_build_status_json("replica", "streaming", 3, 0x5000028,
-												"10.0.0.2:5432", "1.0", true, 7);
+												"10.0.0.2:5432", "1.0", true, true, 7);
 	char	   *patch = hapg_build_pod_patch("role", "replica", status);
 	json_object *o = parse(patch);
 	HapgPodInfo p;

@@ -36,5 +36,7 @@ extern void run_members_tests(void);
 extern void run_common_tests(void);
 extern void run_http_tests(void);
 extern void run_failsafe_tests(void);
+extern void run_syncrep_tests(void);
+extern void run_synctakeover_tests(void);
 
 #endif
