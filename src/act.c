@@ -507,6 +507,7 @@ hapg_on_shutdown_request(HapgWorker *w)
 	HapgLeaderPos lp;
 	int			n;
 
+	hapg_sync_leave(w);
 	if (!w->cfg.ready || w->fenced || !w->was_leader || w->role != HAPG_ROLE_LEADER ||
 		w->local.in_recovery || w->lease.info.paused || !hapg_datadir_ok())
 		return;

@@ -15,12 +15,15 @@
 #include "miscadmin.h"
 #include "postmaster/interrupt.h"
 #include "postmaster/postmaster.h"
-#include "utils/guc.h"
+#include "replication/message.h"
 #include "replication/syncrep.h"
 #include "replication/walsender_private.h"
+#include "utils/guc.h"
 
 /* how long a configured set must have been in force before its sync point */
 #define SYNC_SETTLE_MS 200
+/* the prefix of the WAL record that makes standbys report their position */
+#define SYNC_NUDGE_PREFIX "hapg.sync"
 /* how long a new leader waits for its synchronous set to be in force */
 #define SYNC_PROMOTE_WAIT_MS 5000
 
@@ -193,7 +196,24 @@ configure(HapgWorker *w, const HapgSyncSet *set)
 	return true;
 }
 
-/* Note when the configured set came into force, and its sync point. */
+/*
+ * Make the standbys answer now: a walsender releases waiting commits only
+ * when its standby reports a position, and a standby that has everything
+ * reports again only after wal_receiver_status_interval (10 s).  Commits
+ * that waited for a standby that left, and are already on the one that
+ * took its place, would wait that long.  A tiny WAL record makes every
+ * standby report at once.
+ */
+static void
+nudge_standbys(void)
+{
+	XLogFlush(LogLogicalMessage(SYNC_NUDGE_PREFIX, "", 0, false));
+}
+
+/*
+ * Note when the configured set came into force, and its sync point;
+ * nudge the standbys then and once the walsenders surely reloaded.
+ */
 static void
 track_in_force(HapgWorker *w, int64 now)
 {
@@ -206,9 +226,17 @@ track_in_force(HapgWorker *w, int64 now)
 		return;
 	}
 	if (s->in_force_ms == 0)
+	{
 		s->in_force_ms = now;
+		if (!RecoveryInProgress())
+			nudge_standbys();
+	}
 	if (s->sync_point == 0 && now - s->in_force_ms >= SYNC_SETTLE_MS)
+	{
 		s->sync_point = GetFlushRecPtr(NULL);
+		if (!RecoveryInProgress())
+			nudge_standbys();
+	}
 }
 
 /* The next step, from what this leader observes now. */
@@ -269,6 +297,7 @@ hapg_sync_before_write(HapgWorker *w, const HapgDecision *d)
 	next_step(w, &step);
 	if (step.kind != HAPG_SYNC_PUBLISH)
 		return NULL;
+	w->sync.publish_try_ms = hapg_mono_ms();
 	ereport(LOG, (errmsg("hapg: %s", step.why)));
 	return step.set.defined ? hapg_build_sync_json(&step.set) : strdup("");
 }
@@ -391,15 +420,38 @@ hapg_sync_round(HapgWorker *w)
 	strlcpy(w->sync.last_why, step.why ? step.why : "", sizeof(w->sync.last_why));
 }
 
-/* How soon to look again: a set waiting to be in force or to be published. */
+/*
+ * How soon to look again: a set to publish (at most every 250 ms, also when
+ * the writes fail), or one coming into force.
+ */
 int64
 hapg_sync_wait_ms(HapgWorker *w)
 {
 	if (!leading(w))
 		return -1;
 	if (w->sync.want_publish)
-		return 0;
+		return Max(0, w->sync.publish_try_ms + 250 - hapg_mono_ms());
 	if (w->sync.config.defined && w->sync.sync_point == 0)
-		return 50;
+		return hapg_mono_ms() - w->sync.written_ms < 5000 ? 50 : 1000;
 	return -1;
+}
+
+/*
+ * A synchronous standby shutting down cleanly: its WAL receiver stops with
+ * it, so say so on its Pod at once (as hapg.nosync); the leader drops it
+ * on that event instead of after a grace period, and commits do not wait
+ * for it meanwhile.  Bounded by a second: the shutdown goes on regardless.
+ */
+void
+hapg_sync_leave(HapgWorker *w)
+{
+	const HapgSyncSet *pub = &w->lease.info.sync;
+
+	if (!w->cfg.ready || !w->local.in_recovery || w->my_pod == NULL ||
+		!pub->defined || pub->k <= 0 || !hapg_sync_set_has(pub, w->cfg.member))
+		return;
+	w->leaving = true;
+	kube_set_deadline(&w->kube, hapg_mono_ms() + 1000);
+	hapg_publish_pod(w, w->my_pod);
+	ereport(LOG, (errmsg("hapg: shutting down a synchronous standby: asked the leader to stop waiting for it")));
 }

@@ -359,6 +359,15 @@ on_pod_event(void *arg, const char *type, json_object *obj)
 		if (known == NULL || strcmp(known->connect_address, p.connect_address) != 0)
 			w->wake = true;
 	}
+	/* a synchronous standby leaving: its leader stops waiting for it now */
+	if (lv->exists && strcmp(lv->holder, w->cfg.member) == 0 && p.nosync &&
+		hapg_sync_set_has(&w->lease.info.sync, p.name))
+	{
+		HapgPodInfo *known = hapg_find_pod(w, p.name);
+
+		if (known == NULL || !known->nosync)
+			w->wake = true;
+	}
 	hapg_cache_pod(w, &p, strcmp(type, "DELETED") == 0);
 }
 
@@ -474,7 +483,7 @@ hapg_self(HapgWorker *w)
 	s.lsn = w->local.lsn;
 	s.connect_address = w->cfg.connect_address;
 	s.nofailover = hapg_nofailover;
-	s.nosync = hapg_nosync;
+	s.nosync = hapg_nosync || w->leaving;
 	s.priority = hapg_failover_priority;
 	s.nsenders = w->local.nsenders;
 	s.senders = w->local.senders;

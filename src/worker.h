@@ -71,6 +71,7 @@ typedef struct HapgSyncWork
 	int64		in_force_ms;	/* when it was seen in force, 0: not yet */
 	uint64		sync_point;		/* the flush position once in force, 0: not yet */
 	bool		want_publish;	/* the next step is a publication: renew soon */
+	int64		publish_try_ms; /* when a Lease write last carried one */
 	int			nseen;			/* standbys last seen streaming: their grace period */
 	char		seen_name[HAPG_MAX_MEMBERS][HAPG_NAME_LEN];
 	int64		seen_ms[HAPG_MAX_MEMBERS];
@@ -143,6 +144,7 @@ typedef struct HapgWorker
 
 	HapgFailsafeState fs;		/* failsafe mode (heartbeat.c) */
 	HapgSyncWork sync;			/* synchronous replication (syncwork.c) */
+	bool		leaving;		/* shutting down: not a synchronous standby any more */
 
 	MemoryContext loop_cxt;		/* reset after every pass of the loop */
 } HapgWorker;
@@ -218,6 +220,7 @@ extern char *hapg_sync_before_write(HapgWorker *w, const HapgDecision *d);
 extern bool hapg_sync_before_promote(HapgWorker *w);
 extern void hapg_sync_round(HapgWorker *w);
 extern int64 hapg_sync_wait_ms(HapgWorker *w);
+extern void hapg_sync_leave(HapgWorker *w);
 
 /* request.c: the worker's side of the SQL request channel */
 extern void hapg_serve_requests(HapgWorker *w);

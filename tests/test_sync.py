@@ -194,6 +194,39 @@ def test_switchover_goes_to_the_synchronous_standby(scl, start_healthy):
     assert old in replicas_of(sync)
 
 
+def longest_gap(acks, t0, t1):
+    """The longest time without an acknowledged write in [t0, t1]."""
+    ends = [t0] + sorted(a.end for a in acks if t0 <= a.end <= t1) + [t1]
+    return max(b - a for a, b in zip(ends, ends[1:]))
+
+
+def test_a_synchronous_standby_stopped_cleanly_does_not_stall_commits(scl, start_healthy):
+    """SIGTERM to the synchronous standby's launcher (a clean stop): it tells
+    the leader through its Pod on the way out, and commits on the leader
+    pause for at most 2 x loop_wait; the other standby takes its place."""
+    c = scl
+    leader = start_healthy
+    sync = settled(c, leader)[0]
+    other = [m for m in replicas_of(leader) if m != sync][0]
+    mark = c.log_mark(sync)
+    chk = Checker(c, members=[leader]).start()
+    try:
+        wait_acked(chk, leader)
+        t0 = time.monotonic()
+        c.stop_member(sync)
+        wait_acked(chk, leader, n=chk.count_acked(leader) + 40, timeout=30)
+        t1 = time.monotonic()
+    finally:
+        chk.stop()
+    gap = longest_gap(chk.acked(member=leader), t0, t1)
+    note('clean stop of the synchronous standby %s: longest pause of commits on %s %.2f s '
+         '(loop_wait %d s)' % (sync, leader, gap, c.profile['loop_wait']))
+    assert 'asked the leader to stop waiting for it' in c.log(sync, mark)
+    assert gap <= 2 * c.profile['loop_wait'], gap
+    assert wait_settled(c, leader) == [other]
+    c.start_member(sync, wait=False)
+
+
 def set_everywhere(c, settings):
     for m in MEMBERS:
         c.reload(m, settings)
