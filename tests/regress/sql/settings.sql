@@ -19,6 +19,10 @@ ALTER SYSTEM SET hapg.retry_timeout = '1h';
 ALTER SYSTEM SET hapg.failover_priority = -1;
 ALTER SYSTEM SET hapg.maximum_lag_on_failover = '-1';
 ALTER SYSTEM SET hapg.nofailover = 'perhaps';
+ALTER SYSTEM SET hapg.synchronous_mode = 'always';
+ALTER SYSTEM SET hapg.synchronous_node_count = 0;
+ALTER SYSTEM SET hapg.maximum_lag_on_syncnode = -2;
+ALTER SYSTEM SET hapg.nosync = 'sometimes';
 -- The prefix is reserved: a typo is an error, not a silent placeholder.
 ALTER SYSTEM SET hapg.ttll = 30;
 -- Nothing above reached postgresql.auto.conf.
