@@ -236,7 +236,8 @@ fi
 if want cluster; then
     echo "== cluster: pytest tests/test_*.py (PostgreSQL 15 + hapg on the double)"
     if [ "$BUILD_OK" = 1 ]; then
-        run_pytest cluster "$OUT/cluster.xml" 1800 "$ROOT"/tests/test_*.py
+        # about 25 min on 2 cores, 16 of them synchronous replication (test_sync*)
+        run_pytest cluster "$OUT/cluster.xml" 3000 "$ROOT"/tests/test_*.py
     else
         record cluster 0 1 "not run: the build failed"
     fi

@@ -159,33 +159,32 @@ effective(const HapgSyncSet *s, HapgSyncSet *tmp)
 }
 
 /*
- * Commits acknowledged under the configured set are on k members of the
- * published one: of the kc that acknowledged, at most |Vc \ V| are outside V.
+ * A commit on k members of a is on k' members of b, whatever members they
+ * were: at most |A \ B| of those k are outside B.
  */
+static bool
+promise_carries(const HapgSyncSet *a, const HapgSyncSet *b)
+{
+	HapgSyncSet ta,
+				tb;
+	const HapgSyncSet *x = effective(a, &ta);
+	const HapgSyncSet *y = effective(b, &tb);
+
+	return y->k <= 0 || x->k - count_outside(x, y) >= y->k;
+}
+
+/* Rule 1: commits acknowledged under the configured set keep the published promise. */
 bool
 hapg_sync_configured_covered(const HapgSyncSet *config, const HapgSyncSet *published)
 {
-	HapgSyncSet tc,
-				tp;
-	const HapgSyncSet *c = effective(config, &tc);
-	const HapgSyncSet *p = effective(published, &tp);
-
-	return p->k <= 0 || c->k - count_outside(c, p) >= p->k;
+	return promise_carries(config, published);
 }
 
-/*
- * Commits on k members of from are on k' members of to, whatever they
- * were: at most |V \ V'| of those k left.
- */
+/* Rule 2 without a sync point: the new published set promises no more than the old one kept. */
 bool
 hapg_sync_change_covered(const HapgSyncSet *from, const HapgSyncSet *to)
 {
-	HapgSyncSet tf,
-				tt;
-	const HapgSyncSet *f = effective(from, &tf);
-	const HapgSyncSet *t = effective(to, &tt);
-
-	return t->k <= 0 || f->k - count_outside(f, t) >= t->k;
+	return promise_carries(from, to);
 }
 
 typedef struct Ranked

@@ -360,6 +360,13 @@ wait_for_work(KubeClient *kc, long timeout_ms)
 	ResetLatch(MyLatch);
 }
 
+/* A wait of timeout, shortened to ms when that is a wish (>= 0) and sooner. */
+static long
+sooner(long timeout, int64 ms)
+{
+	return ms >= 0 && ms < timeout ? (long) ms : timeout;
+}
+
 /*
  * Wait for the next cycle, or earlier: the decision's own wake-up, or the
  * instant a watched Lease falls silent (a replica notices a hung API server
@@ -402,8 +409,7 @@ phase_wait(HapgWorker *w)
 	if (w->promoting)
 		timeout = Min(timeout, PROMOTING_WAIT_MS);
 	/* a leader in failsafe beats; a member holding its writes looks again */
-	if (hapg_failsafe_wait_ms(w, now) >= 0)
-		timeout = Min(timeout, hapg_failsafe_wait_ms(w, now));
+	timeout = sooner(timeout, hapg_failsafe_wait_ms(w, now));
 	/* a synchronous set to publish, or coming into force: a cycle soon */
 	sync_ms = hapg_sync_wait_ms(w);
 	if (sync_ms >= 0 && sync_ms < timeout)

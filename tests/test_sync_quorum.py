@@ -9,9 +9,7 @@ the one that takes over is the most advanced of them and has every
 acknowledged commit.  The checker writes to every member every 50 ms.
 """
 
-import json
 import os
-import signal
 import time
 
 import pytest
@@ -19,6 +17,7 @@ import pytest
 from checker import Checker, ensure_table
 from harness import wait_for
 from test_failover import RBAC_YAML, assert_checker_clean, note, ttl, undo_faults
+from test_sync import sync_ann
 
 NAMES = ['pg-0', 'pg-1', 'pg-2', 'pg-3', 'pg-4']
 QUORUM_CONF = {'hapg.synchronous_mode': 'quorum', 'hapg.synchronous_node_count': '2'}
@@ -32,12 +31,6 @@ def qcl(make_cluster):
     c.wait_leader('pg-0')
     ensure_table(c, 'pg-0')
     return c
-
-
-def sync_ann(c):
-    ann = ((c.lease() or {}).get('metadata') or {}).get('annotations') or {}
-    raw = ann.get('hapg.io/sync')
-    return json.loads(raw) if raw else None
 
 
 def streaming_from(c, leader):
