@@ -751,7 +751,7 @@ def main():
         out.append('Node loss: %d run(s) per row, the kill a delay after a renewal of the lock seen through a '
                    'watch, delays spread over [0, loop_wait); acknowledged = INSERT answered without a warning; '
                    'sync-cancelled = answered with "canceling wait for synchronous replication" '
-                   '(statement_timeout 1 s: committed locally, maybe not replicated, not acknowledged); '
+                   '(a cancelled wait: committed locally, maybe not replicated, not acknowledged; statement_timeout does not cover the wait at commit); '
                    '"lost" = acknowledged and missing on the new leader.' % args.runs)
     if not args.markdown:
         out += ['', runs_table([tps_res, loss_res])]

@@ -22,7 +22,7 @@ Definitions
 -----------
 *acknowledged write*: an INSERT whose execute() returned without error: the
 member was a writable primary at some instant in [start, end].  One whose
-wait for synchronous standbys was cancelled (statement_timeout; the server
+wait for synchronous standbys was cancelled (pg_cancel_backend; the server
 warns "canceling wait for synchronous replication": committed locally, maybe
 not replicated) is recorded as refused, kind 'sync-cancelled'.
 
@@ -160,8 +160,9 @@ class Checker:
                     cur.execute('INSERT INTO %s (member, seq) VALUES (%%s, %%s)' % TABLE,
                                 (member, seq))
                 if any(SYNC_CANCELLED in n for n in conn.notices):
-                    # statement_timeout ended the wait for the synchronous
-                    # standbys: committed locally, and the client was told
+                    # the wait for the synchronous standbys was cancelled
+                    # (not by statement_timeout, which is off during the
+                    # commit): committed locally, and the client was told
                     # it may not be replicated; not an acknowledgement
                     self._record(Attempt(member, seq, t0, time.monotonic(), False, 'sync-cancelled',
                                          SYNC_CANCELLED))

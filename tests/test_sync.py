@@ -6,7 +6,7 @@ The leader publishes its synchronous standby in the Lease (hapg.io/sync)
 and keeps synchronous_standby_names in step; after a failover only a
 published standby may take over, so no acknowledged commit is lost.  The
 checker (tests/checker.py) writes to every member every 50 ms; a commit
-whose wait for the standby was cancelled by its statement_timeout (the
+whose wait for the standby was cancelled (pg_cancel_backend; the
 server warns that it may not be replicated) does not count as acknowledged.
 Tests run in file order; each starts from a healthy cluster (any leader).
 """
