@@ -193,6 +193,12 @@ def test_pod_runs_as_the_image_user_and_mounts_what_the_entrypoint_reads(objs):
 # --------------------------------------------------------------------------
 # the ConfigMap's settings
 
+def max_members():
+    """HAPG_MAX_MEMBERS, as src/common.h defines it."""
+    text = open(os.path.join(REPO, 'src', 'common.h')).read()
+    return int(re.search(r'#define HAPG_MAX_MEMBERS (\d+)', text).group(1))
+
+
 def hapg_settings():
     """{name: (type, min, max, unit)} from the DefineCustom*Variable calls of src/settings.c."""
     text = open(os.path.join(REPO, 'src', 'settings.c')).read()
@@ -226,7 +232,8 @@ def hapg_settings():
         name = args[0].strip('"')
         kind = m.group(1)
         if kind in ('Int', 'Real'):
-            ev = lambda s: eval(s, {'INT_MAX': 2 ** 31 - 1, '__builtins__': {}})  # noqa: E731
+            ev = lambda s: eval(s, {'INT_MAX': 2 ** 31 - 1, 'HAPG_MAX_MEMBERS': max_members(),  # noqa: E731
+                                    '__builtins__': {}})
             out[name] = (kind, ev(args[5]), ev(args[6]), args[8])
         else:
             out[name] = (kind, None, None, '0')
